@@ -1,0 +1,195 @@
+"""
+The table of requests in flight: pure state, free of I/O.
+
+RFC 6120, 8.2.3: every IQ get or set receives exactly one result or error.
+The table remembers each request forwarded to a resource of the target
+until its answer arrives, its deadline passes or its resource goes away, so
+that the component can keep that promise on the implementing client's
+behalf, and forward only answers that were asked for.
+
+Time is passed in, never read, so the table can be driven by any clock.
+"""
+
+from collections import deque
+
+
+class Request:
+    """
+    One request in flight.
+
+    @ivar requester: the full JID that asked.
+    @ivar stanzaID: the request's id, as the requester chose it.
+    @ivar to: the address the requester sent it to, which becomes the
+        C{from} of the answer (the component's JID, bare or full).
+    @ivar resource: the full JID of the target's resource serving it.
+    @ivar stanza: for a C{get}, the forwarded stanza, kept to send it again
+        to another resource; C{None} for a C{set}, which is never repeated.
+    @ivar deadline: when the requester is told that it timed out.
+    """
+
+    __slots__ = ("requester", "stanzaID", "to", "resource", "stanza", "deadline")
+
+    def __init__(self, requester, stanzaID, to, resource, stanza, deadline) -> None:
+        self.requester: str = requester
+        self.stanzaID: str = stanzaID
+        self.to: str = to
+        self.resource: str = resource
+        self.stanza = stanza
+        self.deadline: float = deadline
+
+
+class Refused(Exception):
+    """
+    The table will not take a request.
+
+    @ivar condition: the stanza error condition (RFC 6120, 8.3.3) to answer
+        the request with; C{errorType} its error type.
+    """
+
+    def __init__(self, condition: str, errorType: str, text: str) -> None:
+        super().__init__(text)
+        self.condition = condition
+        self.errorType = errorType
+        self.text = text
+
+
+class RequestTable:
+    """
+    Requests in flight, keyed by requester and id.
+
+    Keying on the requester's full JID as well as the id means that two
+    requesters who happen to choose the same id never collide. Every
+    request has the same timeout, so deadlines grow in insertion order and a
+    plain queue finds the expired ones without a timer each.
+
+    @ivar timeout: seconds a request may stay in flight.
+    @ivar maxPerRequester: requests one requester may have in flight.
+    @ivar maxTotal: requests all requesters together may have in flight.
+    """
+
+    def __init__(self, timeout: float, maxPerRequester: int, maxTotal: int) -> None:
+        self.timeout = timeout
+        self.maxPerRequester = maxPerRequester
+        self.maxTotal = maxTotal
+        self._requests: dict[tuple[str, str], Request] = {}
+        self._byResource: dict[str, dict[tuple[str, str], Request]] = {}
+        self._perRequester: dict[str, int] = {}
+        self._deadlines: deque[Request] = deque()
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def add(
+        self, requester: str, stanzaID: str, to: str, resource: str, stanza, now: float
+    ) -> Request:
+        """
+        Record a request forwarded to C{resource}.
+
+        @raise Refused: past a limit, or when the requester already has a
+            request with this id in flight (its answer could not be told
+            apart).
+        """
+        key = (requester, stanzaID)
+        if key in self._requests:
+            raise Refused(
+                "conflict", "cancel", "a request of yours with this id is in flight"
+            )
+        count = self._perRequester.get(requester, 0)
+        if count >= self.maxPerRequester:
+            raise Refused(
+                "resource-constraint", "wait", "too many requests of yours in flight"
+            )
+        if len(self._requests) >= self.maxTotal:
+            raise Refused(
+                "resource-constraint", "wait", "too many requests in flight"
+            )
+        request = Request(requester, stanzaID, to, resource, stanza, now + self.timeout)
+        self._requests[key] = request
+        self._byResource.setdefault(resource, {})[key] = request
+        self._perRequester[requester] = count + 1
+        self._deadlines.append(request)
+        return request
+
+    def answer(self, requester: str, stanzaID: str, resource: str) -> Request | None:
+        """
+        Take the request that an answer from C{resource} answers.
+
+        @return: the request, now removed; C{None} when no such request is
+            in flight, or when it went to another resource: such an answer
+            is unsolicited and must not be forwarded.
+        """
+        request = self._requests.get((requester, stanzaID))
+        if request is None or request.resource != resource:
+            return None
+        self.remove(request)
+        return request
+
+    def remove(self, request: Request) -> None:
+        """
+        Forget C{request}, which must be in flight.
+        """
+        key = (request.requester, request.stanzaID)
+        del self._requests[key]
+        held = self._byResource[request.resource]
+        del held[key]
+        if not held:
+            del self._byResource[request.resource]
+        count = self._perRequester[request.requester] - 1
+        if count:
+            self._perRequester[request.requester] = count
+        else:
+            del self._perRequester[request.requester]
+
+    def move(self, request: Request, resource: str) -> None:
+        """
+        C{request}, in flight, is now served by C{resource}.
+        """
+        key = (request.requester, request.stanzaID)
+        held = self._byResource[request.resource]
+        del held[key]
+        if not held:
+            del self._byResource[request.resource]
+        request.resource = resource
+        self._byResource.setdefault(resource, {})[key] = request
+
+    def heldBy(self, resource: str) -> list[Request]:
+        """
+        The requests in flight at C{resource}.
+        """
+        return list(self._byResource.get(resource, {}).values())
+
+    def expire(self, now: float) -> list[Request]:
+        """
+        Remove and return the requests whose deadline has passed.
+        """
+        expired = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0].deadline <= now:
+            request = deadlines.popleft()
+            if self._requests.get((request.requester, request.stanzaID)) is request:
+                self.remove(request)
+                expired.append(request)
+        return expired
+
+    def nextDeadline(self) -> float | None:
+        """
+        When L{expire} may next find something, or C{None} when empty.
+
+        The queue may still hold requests that were answered; their
+        deadline is returned all the same, which only costs an early call.
+        """
+        if not self._requests:
+            self._deadlines.clear()
+            return None
+        return self._deadlines[0].deadline
+
+    def clear(self) -> list[Request]:
+        """
+        Remove and return every request in flight.
+        """
+        requests = list(self._requests.values())
+        self._requests.clear()
+        self._byResource.clear()
+        self._perRequester.clear()
+        self._deadlines.clear()
+        return requests

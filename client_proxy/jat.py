@@ -1,0 +1,98 @@
+"""
+Jabber Address Translation (JAT): pure functions, no I/O.
+
+A request from C{user@example.org/abc} to the component C{proxy.example.org}
+reaches the implementing client as coming from
+C{proxy.example.org/user@example.org/abc}: the requester's full JID becomes
+the resource of the component's address. This is the encoding of Prosody's
+mod_client_proxy, so implementing clients written for it keep working and can
+read who asked. Answers addressed to such a JID are translated back.
+
+Addresses are handled as strings, exactly as the server wrote them: the
+server has already applied stringprep to every address it routes (RFC 6120,
+section 8.1.1), and a string round trip is cheaper than building
+L{twisted.words.protocols.jabber.jid.JID} objects for every stanza.
+"""
+
+from functools import lru_cache
+
+from twisted.words.protocols.jabber.xmpp_stringprep import resourceprep
+
+#: RFC 7622, section 3.4: a resourcepart is at most 1023 bytes.
+MAX_RESOURCE_BYTES = 1023
+
+
+class JATError(ValueError):
+    """
+    The requester's address cannot be carried in a resource.
+    """
+
+
+def bare(address: str) -> str:
+    """
+    The bare JID of C{address}: everything before the first C{/}.
+
+    RFC 7622, section 3.1: the resourcepart starts at the first slash, and
+    may itself contain slashes.
+    """
+    return address.partition("/")[0]
+
+
+def resource(address: str) -> str | None:
+    """
+    The resourcepart of C{address}, or C{None} when there is none.
+    """
+    _, slash, rest = address.partition("/")
+    return rest if slash else None
+
+
+@lru_cache(maxsize=4096)
+def _check_encodable(requester: str) -> None:
+    """
+    Raise L{JATError} unless C{requester} is a valid resourcepart as it is.
+
+    The encoded address must survive the server's own stringprep unchanged,
+    or the implementing client's answer would come back to an address that
+    no longer decodes to the requester. Resourceprep (RFC 6122, appendix B)
+    rejects some strings whose parts are valid on their own: a Latin domain
+    next to a right-to-left resource fails its bidi rule, for one. Cached,
+    since the same requesters ask again and again.
+    """
+    if not requester:
+        raise JATError("the request carries no sender address")
+    if len(requester.encode("utf-8")) > MAX_RESOURCE_BYTES:
+        raise JATError(
+            "the sender address is longer than the %d bytes a resource can "
+            "carry" % (MAX_RESOURCE_BYTES,)
+        )
+    try:
+        prepared = resourceprep.prepare(requester)
+    except UnicodeError as e:
+        raise JATError("the sender address is not a valid resource: %s" % (e,))
+    if prepared != requester:
+        raise JATError("the sender address changes under resourceprep")
+
+
+def encode(component: str, requester: str) -> str:
+    """
+    Translate C{requester} into an address at C{component}.
+
+    @param component: the component's bare JID, e.g. C{proxy.example.org}.
+    @param requester: the full JID of the entity that sent the request.
+    @raise JATError: when C{requester} cannot be carried in a resource.
+    """
+    _check_encodable(requester)
+    return component + "/" + requester
+
+
+def decode(component: str, address: str) -> str | None:
+    """
+    Translate an address made by L{encode} back to the requester's JID.
+
+    @return: the requester's JID, or C{None} when C{address} is not an
+        address at C{component} with a resource.
+    """
+    prefix = component + "/"
+    if address.startswith(prefix) and len(address) > len(prefix):
+        return address[len(prefix):]
+    return None

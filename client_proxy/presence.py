@@ -1,0 +1,201 @@
+"""
+The target's online resources, learned from its presence.
+
+The component subscribes to the presence of the target (the implementing
+client's account) and keeps the set of its available resources. RFC 6121
+gives the rules followed here: presence subscription (section 3), presence
+probes (section 4.3) and presence broadcast (sections 4.4 and 4.5).
+"""
+
+from twisted.logger import Logger
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.jid import JID
+from wokkel.xmppim import PresenceProtocol
+from zope.interface import Interface
+
+from client_proxy.jat import bare
+
+
+class IResourceObserver(Interface):
+    """
+    Told when a resource of the target comes online or goes offline.
+    """
+
+    def resourceOnline(resource: str) -> None:
+        """
+        C{resource} (a full JID) became available.
+        """
+
+    def resourceOffline(resource: str) -> None:
+        """
+        C{resource} (a full JID) is no longer available.
+        """
+
+
+class Resources:
+    """
+    The online resources of the target, with their presence priorities.
+
+    Pure state, free of I/O. Resources are kept in the order they came
+    online; L{online} is a tuple rebuilt only when the set changes, since it
+    is read for every request and changes rarely.
+    """
+
+    def __init__(self) -> None:
+        self._priorities: dict[str, int] = {}
+        self._online: tuple[str, ...] = ()
+        self._observers: list[IResourceObserver] = []
+
+    def addObserver(self, observer: IResourceObserver) -> None:
+        self._observers.append(observer)
+
+    def online(self) -> tuple[str, ...]:
+        """
+        The full JIDs of the online resources.
+        """
+        return self._online
+
+    def priority(self, resource: str) -> int:
+        return self._priorities[resource]
+
+    def __contains__(self, resource: str) -> bool:
+        return resource in self._priorities
+
+    def __len__(self) -> int:
+        return len(self._priorities)
+
+    def available(self, resource: str, priority: int = 0) -> None:
+        """
+        C{resource} sent available presence; a repeated one updates the
+        priority.
+        """
+        isNew = resource not in self._priorities
+        self._priorities[resource] = priority
+        if isNew:
+            self._online = tuple(self._priorities)
+            for observer in self._observers:
+                observer.resourceOnline(resource)
+
+    def unavailable(self, resource: str) -> None:
+        """
+        C{resource} sent unavailable presence.
+        """
+        if self._priorities.pop(resource, None) is None:
+            return
+        self._online = tuple(self._priorities)
+        for observer in self._observers:
+            observer.resourceOffline(resource)
+
+    def clear(self) -> None:
+        """
+        Every resource went offline at once.
+        """
+        for resource in self._online:
+            self.unavailable(resource)
+
+    def forget(self) -> None:
+        """
+        Drop every resource without telling the observers.
+
+        Used when the stream is gone: nothing can be sent about them any
+        more, and they are learned again on the next connection.
+        """
+        self._priorities.clear()
+        self._online = ()
+
+
+class TargetPresenceHandler(PresenceProtocol):
+    """
+    Subscribes to the target's presence and tracks its resources.
+
+    On every authenticated stream the component asks for a subscription to
+    the target (RFC 6121, 3.1.1); the target has to approve it once. Once the
+    subscription exists, signalled by C{subscribed} (which the target's
+    server also sends on its own behalf when the subscription already
+    existed, RFC 6121, 3.1.3), the component probes (RFC 6121, 4.3) to learn
+    the resources that are online. The probe must not come earlier: Prosody
+    answers a probe for a pending subscription with C{unsubscribed}, which
+    cancels the request.
+
+    Presence from anyone else gets the answer mod_client_proxy gives it:
+    C{bad-request}, except for presence of type error, which is never
+    answered (RFC 6120, 8.3.1).
+    """
+
+    log = Logger()
+
+    def __init__(self, component: JID, target: JID, resources: Resources) -> None:
+        super().__init__()
+        self.component = component
+        self.target = target
+        self.resources = resources
+
+    def connectionInitialized(self) -> None:
+        super().connectionInitialized()
+        self.log.info(
+            "Asking {target} for a presence subscription", target=self.target.full()
+        )
+        self.subscribe(self.target, sender=self.component)
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self.resources.forget()
+
+    def _onPresence(self, element) -> None:
+        """
+        Presence from the target is tracked; presence from others is
+        refused as mod_client_proxy refuses it.
+        """
+        sender = element.getAttribute("from", "")
+        if bare(sender) == self.target.userhost():
+            super()._onPresence(element)
+        elif element.getAttribute("type") != "error":
+            self.log.debug("Refusing presence from {sender}", sender=sender)
+            self.send(StanzaError("bad-request", "cancel").toResponse(element))
+
+    def availableReceived(self, presence) -> None:
+        if presence.sender.resource is None:
+            return
+        resource = presence.sender.full()
+        if resource not in self.resources:
+            self.log.info("Resource online: {resource}", resource=resource)
+        self.resources.available(resource, presence.priority)
+
+    def unavailableReceived(self, presence) -> None:
+        if presence.sender.resource is None:
+            self.log.info("The target went offline")
+            self.resources.clear()
+        elif presence.sender.full() in self.resources:
+            self.log.info("Resource offline: {resource}", resource=presence.sender.full())
+            self.resources.unavailable(presence.sender.full())
+
+    def errorReceived(self, presence) -> None:
+        """
+        RFC 6121, 4.3.1: an error presence from the target means its
+        presence cannot be known; forget every resource.
+        """
+        self.log.warn(
+            "Presence error from {sender}: {error}; no resource is reachable",
+            sender=presence.sender.full(),
+            error=presence.exception,
+        )
+        self.resources.clear()
+
+    def subscribedReceived(self, presence) -> None:
+        self.log.info(
+            "{target} approved the presence subscription; probing its resources",
+            target=self.target.full(),
+        )
+        self.probe(self.target, sender=self.component)
+
+    def unsubscribedReceived(self, presence) -> None:
+        """
+        RFC 6121, 3.2 and 3.3: the subscription was refused or cancelled;
+        the target's resources can no longer be known.
+        """
+        self.log.warn(
+            "{target} refused or cancelled the presence subscription; "
+            "no resource is reachable until it approves one",
+            target=self.target.full(),
+        )
+        self.resources.clear()

@@ -1,0 +1,269 @@
+"""
+JAT routing of IQs between requesters and the target's resources.
+"""
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.words.protocols.jabber.error import StanzaError
+from twisted.words.protocols.jabber.xmlstream import XMPPHandler
+from twisted.words.xish import domish
+from zope.interface import implementer
+
+from client_proxy import jat
+from client_proxy.dispatch import IStrategy
+from client_proxy.inflight import Refused, Request, RequestTable
+from client_proxy.presence import IResourceObserver, Resources
+
+
+@implementer(IResourceObserver)
+class IQRouter(XMPPHandler):
+    """
+    Forwards IQ requests to a resource of the target and answers back.
+
+    A request (RFC 6120, 8.2.3: an IQ of type get or set) from anyone but
+    the target, to the component's JID, bare or full, goes to one online
+    resource of the target, chosen by the strategy, with C{from} set to
+    C{<component>/<requester's full JID>} (see L{client_proxy.jat}) and
+    C{id} and payload untouched. The resource's answer (result or error)
+    to that address goes back to the requester, from the address the
+    requester wrote.
+
+    Every request gets exactly one answer: from the resource, or an error
+    from the component when no resource is online, a limit is reached, the
+    request times out, or its resource goes away (a C{get}, which has no
+    side effects, is then sent again to another resource). Answers that
+    answer nothing in flight are dropped, never forwarded.
+
+    @ivar component: the component's bare JID.
+    @ivar target: the target's bare JID.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        component: str,
+        target: str,
+        resources: Resources,
+        strategy: IStrategy,
+        table: RequestTable,
+        clock: IReactorTime,
+    ) -> None:
+        super().__init__()
+        self.component = component
+        self.target = target
+        self.resources = resources
+        self.strategy = strategy
+        self.table = table
+        self.clock = clock
+        self._expiry = None
+        resources.addObserver(self)
+
+    def connectionInitialized(self) -> None:
+        self.xmlstream.addObserver("/iq", self.onIQ)
+
+    def connectionLost(self, reason) -> None:
+        """
+        The requesters of the requests in flight cannot be reached through
+        this stream any more: forget them.
+        """
+        super().connectionLost(reason)
+        lost = self.table.clear()
+        self._cancelExpiry()
+        if lost:
+            self.log.warn(
+                "Connection lost with {count} requests in flight; they are dropped",
+                count=len(lost),
+            )
+
+    def onIQ(self, iq: domish.Element) -> None:
+        sender = iq.getAttribute("from", "")
+        if iq.getAttribute("type") in ("get", "set"):
+            if jat.bare(sender) == self.target:
+                self.requestFromTargetReceived(iq)
+            else:
+                self.requestReceived(iq)
+        elif jat.bare(sender) == self.target:
+            self.answerReceived(iq)
+        else:
+            self.log.debug(
+                "Dropping an IQ {type} from {sender} that answers nothing",
+                type=iq.getAttribute("type"),
+                sender=sender,
+            )
+
+    def requestReceived(self, iq: domish.Element) -> None:
+        """
+        A requester sent a get or set: forward it to a resource.
+        """
+        requester = iq["from"]
+        online = self.resources.online()
+        if not online:
+            self.refuse(iq, "service-unavailable", "cancel", "no resource is online")
+            return
+        try:
+            translated = jat.encode(self.component, requester)
+        except jat.JATError as e:
+            self.refuse(iq, "jid-malformed", "modify", str(e))
+            return
+        stanzaID = iq.getAttribute("id")
+        if stanzaID is None:
+            self.refuse(iq, "bad-request", "modify", "an IQ request needs an id")
+            return
+        resource = self.strategy.choose(online, requester)
+        stanza = iq if iq["type"] == "get" else None
+        try:
+            self.table.add(
+                requester, stanzaID, iq["to"], resource, stanza, self.clock.seconds()
+            )
+        except Refused as e:
+            self.log.info(
+                "Refusing a request from {requester}: {reason}",
+                requester=requester,
+                reason=e.text,
+            )
+            self.refuse(iq, e.condition, e.errorType, e.text)
+            return
+        self._scheduleExpiry()
+        iq["from"] = translated
+        iq["to"] = resource
+        self.xmlstream.send(iq)
+
+    def answerReceived(self, iq: domish.Element) -> None:
+        """
+        A resource sent a result or an error: forward it if it answers a
+        request in flight, and only then.
+        """
+        requester = jat.decode(self.component, iq.getAttribute("to", ""))
+        request = None
+        if requester is not None:
+            request = self.table.answer(requester, iq.getAttribute("id"), iq["from"])
+        if request is None:
+            self.log.info(
+                "Dropping an unsolicited IQ {type} from {sender} to {to}",
+                type=iq.getAttribute("type"),
+                sender=iq["from"],
+                to=iq.getAttribute("to"),
+            )
+            return
+        iq["from"] = request.to
+        iq["to"] = request.requester
+        self.xmlstream.send(iq)
+
+    def requestFromTargetReceived(self, iq: domish.Element) -> None:
+        """
+        The target sent a request to the component.
+
+        To the bare JID it is a C{bad-request}, as mod_client_proxy
+        answers; requests to translated addresses are not supported yet.
+        """
+        if iq.getAttribute("to", "") == self.component:
+            self.refuse(iq, "bad-request", "cancel", None)
+        else:
+            self.refuse(iq, "feature-not-implemented", "cancel", None)
+
+    def resourceOnline(self, resource: str) -> None:
+        pass
+
+    def resourceOffline(self, resource: str) -> None:
+        """
+        C{resource} went away holding requests: a C{get} goes to another
+        resource at once, as it has no side effects; a C{set} is answered
+        with an error, since whether it took effect is unknown.
+        """
+        for request in self.table.heldBy(resource):
+            online = self.resources.online()
+            if request.stanza is not None and online:
+                moved = self.strategy.choose(online, request.requester)
+                self.table.move(request, moved)
+                request.stanza["to"] = moved
+                self.log.info(
+                    "{resource} went offline; sending a request of {requester} "
+                    "to {moved}",
+                    resource=resource,
+                    requester=request.requester,
+                    moved=moved,
+                )
+                self.xmlstream.send(request.stanza)
+            elif request.stanza is not None:
+                self.table.remove(request)
+                self.answerWithError(
+                    request, "service-unavailable", "cancel", "no resource is online"
+                )
+            else:
+                self.table.remove(request)
+                self.answerWithError(
+                    request,
+                    "recipient-unavailable",
+                    "wait",
+                    "the resource serving this request went offline before "
+                    "answering; whether it took effect is unknown",
+                )
+
+    def refuse(
+        self, iq: domish.Element, condition: str, errorType: str, text: str | None
+    ) -> None:
+        """
+        Answer a request that was not forwarded with a stanza error.
+        """
+        self.xmlstream.send(StanzaError(condition, errorType, text).toResponse(iq))
+
+    def answerWithError(
+        self, request: Request, condition: str, errorType: str, text: str
+    ) -> None:
+        """
+        Answer a request in flight, no longer in the table, with an error.
+        """
+        iq = domish.Element((None, "iq"))
+        iq["type"] = "error"
+        iq["id"] = request.stanzaID
+        iq["from"] = request.to
+        iq["to"] = request.requester
+        iq.addChild(StanzaError(condition, errorType, text).getElement())
+        self.xmlstream.send(iq)
+
+    def answerAllWithError(self, condition: str, errorType: str, text: str) -> int:
+        """
+        Answer every request in flight with an error, as before a stop.
+
+        @return: how many were answered.
+        """
+        requests = self.table.clear()
+        self._cancelExpiry()
+        if self.xmlstream is not None:
+            for request in requests:
+                self.answerWithError(request, condition, errorType, text)
+        return len(requests)
+
+    def _scheduleExpiry(self) -> None:
+        if self._expiry is None:
+            deadline = self.table.nextDeadline()
+            if deadline is not None:
+                delay = max(0.0, deadline - self.clock.seconds())
+                self._expiry = self.clock.callLater(delay, self._expire)
+
+    def _cancelExpiry(self) -> None:
+        if self._expiry is not None:
+            if self._expiry.active():
+                self._expiry.cancel()
+            self._expiry = None
+
+    def _expire(self) -> None:
+        """
+        Answer the requests whose time is up with C{remote-server-timeout}
+        (type wait); a late answer will find nothing to answer.
+        """
+        self._expiry = None
+        for request in self.table.expire(self.clock.seconds()):
+            self.log.info(
+                "A request of {requester} to {resource} timed out",
+                requester=request.requester,
+                resource=request.resource,
+            )
+            self.answerWithError(
+                request,
+                "remote-server-timeout",
+                "wait",
+                "the implementing client did not answer in time",
+            )
+        self._scheduleExpiry()

@@ -1,0 +1,175 @@
+"""
+Assembling a proxy: handlers on a stream manager, connected by a
+L{ClientService}.
+
+L{makeService} is the one call that code already running a Twisted
+application needs::
+
+    from client_proxy.config import build
+    from client_proxy.service import makeService
+
+    config = build(jid="proxy.example.org", target="service@example.org",
+                   secretFile="/etc/client-proxy/secret")
+    makeService(config).setServiceParent(application)
+"""
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.words.protocols.jabber import component, xmlstream
+from twisted.words.protocols.jabber.jid import JID
+from wokkel.subprotocols import StreamManager
+
+from client_proxy.config import ProxyConfig
+from client_proxy.dispatch import STRATEGIES
+from client_proxy.inflight import RequestTable
+from client_proxy.messages import MessageRefuser
+from client_proxy.presence import Resources, TargetPresenceHandler
+from client_proxy.router import IQRouter
+
+
+class ConnectionMonitor:
+    """
+    Logs the life of the component connection and sets the pace of
+    reconnection.
+
+    L{ClientService} backs off only while connection attempts fail; a
+    connection the server accepts and then closes, as it does after a wrong
+    secret (XEP-0114: a C{not-authorized} stream error), would be retried at
+    once for ever. So the delay grows with the number of connections in a
+    row that did not authenticate, too.
+    """
+
+    log = Logger()
+
+    def __init__(self, jid: str, endpoint: str) -> None:
+        self.jid = jid
+        self.endpoint = endpoint
+        self.unauthenticatedInARow = 0
+        self._authenticated = False
+        self._backoff = backoffPolicy(initialDelay=1.0, maxDelay=60.0)
+
+    def observe(self, factory: xmlstream.XmlStreamFactory) -> None:
+        factory.addBootstrap(xmlstream.STREAM_CONNECTED_EVENT, self.connected)
+        factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, self.authenticated)
+        factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self.streamErrorReceived)
+        factory.addBootstrap(xmlstream.STREAM_END_EVENT, self.disconnected)
+
+    def retryDelay(self, failedAttempts: int) -> float:
+        """
+        The retry policy for L{ClientService}.
+        """
+        return self._backoff(max(failedAttempts, self.unauthenticatedInARow))
+
+    def connected(self, xs) -> None:
+        self._authenticated = False
+        self.log.info(
+            "Connected to {endpoint}; authenticating as {jid}",
+            endpoint=self.endpoint,
+            jid=self.jid,
+        )
+
+    def authenticated(self, xs) -> None:
+        self._authenticated = True
+        self.unauthenticatedInARow = 0
+        self.log.info("Authenticated as {jid}", jid=self.jid)
+
+    def streamErrorReceived(self, reason) -> None:
+        """
+        RFC 6120, 4.9: the server ends the stream with an error.
+        """
+        condition = getattr(reason.value, "condition", None)
+        if condition == "not-authorized":
+            self.log.error(
+                "Authentication failed: the server refused the secret for {jid}",
+                jid=self.jid,
+            )
+        elif condition == "conflict":
+            self.log.error(
+                "The server refused {jid}: another connection serves it",
+                jid=self.jid,
+            )
+        else:
+            self.log.error(
+                "The server ended the stream: {error}", error=reason.getErrorMessage()
+            )
+
+    def disconnected(self, reason) -> None:
+        if not self._authenticated:
+            self.unauthenticatedInARow += 1
+        self._authenticated = False
+        self.log.info(
+            "Disconnected from {endpoint}: {reason}",
+            endpoint=self.endpoint,
+            reason=reason.getErrorMessage(),
+        )
+
+
+class GracefulStop(Service):
+    """
+    Answers every request in flight before the connection closes.
+
+    It is started after the connection and so stopped before it
+    (L{MultiService} stops its children in reverse order): the errors and the
+    stream's closing tag are written before the transport is closed.
+    """
+
+    def __init__(self, router: IQRouter, manager: StreamManager) -> None:
+        self.router = router
+        self.manager = manager
+
+    def stopService(self) -> None:
+        super().stopService()
+        answered = self.router.answerAllWithError(
+            "recipient-unavailable", "wait", "the proxy is shutting down"
+        )
+        if answered:
+            Logger().info(
+                "Stopping: answered {count} requests in flight with an error",
+                count=answered,
+            )
+        if self.manager.xmlstream is not None:
+            self.manager.xmlstream.sendFooter()
+
+
+def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> MultiService:
+    """
+    Build the service of one proxy, ready to be started or attached to an
+    application.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+
+    resources = Resources()
+    factory = component.componentFactory(config.jid, config.secret)
+    monitor = ConnectionMonitor(config.jid, config.endpoint)
+    monitor.observe(factory)
+
+    manager = StreamManager(factory, reactor=reactor)
+    router = IQRouter(
+        config.jid,
+        config.target,
+        resources,
+        STRATEGIES[config.strategy](),
+        RequestTable(config.timeout, config.maxInFlightPerRequester, config.maxInFlight),
+        reactor,
+    )
+    router.setHandlerParent(manager)
+    TargetPresenceHandler(JID(config.jid), JID(config.target), resources).setHandlerParent(
+        manager
+    )
+    MessageRefuser(config.jid, config.target).setHandlerParent(manager)
+
+    proxy = MultiService()
+    proxy.setName(config.jid)
+    connection = ClientService(
+        endpoints.clientFromString(reactor, config.endpoint),
+        factory,
+        retryPolicy=monitor.retryDelay,
+        clock=reactor,
+    )
+    connection.setServiceParent(proxy)
+    GracefulStop(router, manager).setServiceParent(proxy)
+    return proxy
