@@ -1,0 +1,89 @@
+"""
+Jabber Address Translation: encoding and decoding requester addresses.
+"""
+
+import pytest
+
+from client_proxy import jat
+
+COMPONENT = "proxy.example.org"
+
+
+@pytest.mark.parametrize(
+    "requester",
+    [
+        "user@example.org/abc",
+        "user@example.org/with/slashes/in/it",
+        "user@example.org/an@sign",
+        "user@example.org/with spaces inside",
+        "user@example.org/Ünïcødé ☃",
+        "example.org/a server resource",
+        "user@example.org",
+    ],
+)
+def test_round_trip(requester):
+    encoded = jat.encode(COMPONENT, requester)
+    assert encoded == COMPONENT + "/" + requester
+    assert jat.decode(COMPONENT, encoded) == requester
+
+
+def test_the_seed_exchange_encoding():
+    """
+    mod_client_proxy's encoding: the requester's full JID as the resource.
+    """
+    assert (
+        jat.encode("proxy.domain.example", "user@some-domain.example/abc")
+        == "proxy.domain.example/user@some-domain.example/abc"
+    )
+
+
+def test_too_long_for_a_resource():
+    requester = "user@example.org/" + "x" * 1010
+    with pytest.raises(jat.JATError, match="1023 bytes"):
+        jat.encode(COMPONENT, requester)
+
+
+def test_longest_that_fits():
+    requester = "user@example.org/" + "x" * (1023 - len("user@example.org/"))
+    assert jat.decode(COMPONENT, jat.encode(COMPONENT, requester)) == requester
+
+
+def test_bytes_not_characters_count():
+    requester = "user@example.org/" + "é" * 510
+    with pytest.raises(jat.JATError):
+        jat.encode(COMPONENT, requester)
+
+
+def test_bidi_rule_breaks_the_encoding():
+    """
+    A right-to-left resource is valid alone but not behind a Latin domain:
+    resourceprep's bidi rule rejects the whole string.
+    """
+    with pytest.raises(jat.JATError, match="not a valid resource"):
+        jat.encode(COMPONENT, "user@example.org/שלום")
+
+
+def test_no_sender():
+    with pytest.raises(jat.JATError):
+        jat.encode(COMPONENT, "")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "proxy.example.org",
+        "proxy.example.org/",
+        "other.example.org/user@example.org/abc",
+        "proxy.example.org.evil/user@example.org/abc",
+        "user@proxy.example.org/x",
+    ],
+)
+def test_decode_refuses_other_addresses(address):
+    assert jat.decode(COMPONENT, address) is None
+
+
+def test_bare_and_resource():
+    assert jat.bare("a@b/c/d") == "a@b"
+    assert jat.resource("a@b/c/d") == "c/d"
+    assert jat.bare("a@b") == "a@b"
+    assert jat.resource("a@b") is None

@@ -1,0 +1,130 @@
+"""
+The target's resources and the presence handler, with a stub stream.
+"""
+
+import pytest
+from twisted.words.protocols.jabber.jid import JID
+from twisted.words.xish import domish
+from wokkel.test.helpers import XmlStreamStub
+
+from client_proxy.presence import Resources, TargetPresenceHandler
+
+COMPONENT = "proxy.example.org"
+TARGET = "service@example.org"
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def resourceOnline(self, resource):
+        self.events.append(("online", resource))
+
+    def resourceOffline(self, resource):
+        self.events.append(("offline", resource))
+
+
+def presence(sender, type=None, priority=None, to=COMPONENT):
+    element = domish.Element(("jabber:component:accept", "presence"))
+    element["from"] = sender
+    element["to"] = to
+    if type:
+        element["type"] = type
+    if priority is not None:
+        element.addElement("priority", content=str(priority))
+    return element
+
+
+@pytest.fixture
+def setup():
+    stub = XmlStreamStub()
+    resources = Resources()
+    recorder = Recorder()
+    resources.addObserver(recorder)
+    handler = TargetPresenceHandler(JID(COMPONENT), JID(TARGET), resources)
+    handler.parent = stub.xmlstream  # what the stream manager's send reaches
+    handler.makeConnection(stub.xmlstream)
+    handler.connectionInitialized()
+    return stub, resources, recorder, handler
+
+
+def test_resources_state():
+    resources = Resources()
+    recorder = Recorder()
+    resources.addObserver(recorder)
+    resources.available("s@x/a", 5)
+    resources.available("s@x/b", -1)
+    resources.available("s@x/a", 7)
+    assert resources.online() == ("s@x/a", "s@x/b")
+    assert resources.priority("s@x/a") == 7
+    resources.unavailable("s@x/a")
+    resources.unavailable("s@x/unknown")
+    assert resources.online() == ("s@x/b",)
+    resources.clear()
+    assert len(resources) == 0
+    assert recorder.events == [
+        ("online", "s@x/a"),
+        ("online", "s@x/b"),
+        ("offline", "s@x/a"),
+        ("offline", "s@x/b"),
+    ]
+
+
+def test_subscribes_on_every_authenticated_stream(setup):
+    stub, resources, recorder, handler = setup
+    request = stub.output.pop()
+    assert (request.name, request["type"], request["to"], request["from"]) == (
+        "presence",
+        "subscribe",
+        TARGET,
+        COMPONENT,
+    )
+
+
+def test_probes_only_once_subscribed(setup):
+    stub, resources, recorder, handler = setup
+    stub.output.clear()
+    stub.send(presence(TARGET, "subscribed"))
+    probe = stub.output.pop()
+    assert (probe["type"], probe["to"], probe["from"]) == ("probe", TARGET, COMPONENT)
+
+
+def test_tracks_available_and_unavailable(setup):
+    stub, resources, recorder, handler = setup
+    stub.send(presence(TARGET + "/a", priority=3))
+    stub.send(presence(TARGET + "/b"))
+    assert resources.online() == (TARGET + "/a", TARGET + "/b")
+    assert resources.priority(TARGET + "/a") == 3
+    stub.send(presence(TARGET + "/a", "unavailable"))
+    assert resources.online() == (TARGET + "/b",)
+
+
+@pytest.mark.parametrize(
+    "sender, type", [(TARGET, "error"), (TARGET + "/a", "error"), (TARGET, "unsubscribed")]
+)
+def test_clears_everything(setup, sender, type):
+    stub, resources, recorder, handler = setup
+    stub.send(presence(TARGET + "/a"))
+    stub.send(presence(TARGET + "/b"))
+    stub.send(presence(sender, type))
+    assert resources.online() == ()
+
+
+def test_connection_lost_forgets_silently(setup):
+    stub, resources, recorder, handler = setup
+    stub.send(presence(TARGET + "/a"))
+    handler.connectionLost(None)
+    assert resources.online() == ()
+    assert recorder.events == [("online", TARGET + "/a")]
+
+
+def test_presence_from_others(setup):
+    stub, resources, recorder, handler = setup
+    stub.output.clear()
+    stub.send(presence("user@example.org/x"))
+    answer = stub.output.pop()
+    assert (answer["type"], answer["to"]) == ("error", "user@example.org/x")
+    assert "bad-request" in answer.toXml()
+    stub.send(presence("user@example.org/x", "error"))
+    assert stub.output == [], "errors are never answered"
+    assert resources.online() == ()

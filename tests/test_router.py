@@ -1,0 +1,226 @@
+"""
+IQ routing, with a stub stream and a fake clock.
+"""
+
+import random
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.words.xish import domish
+from wokkel.test.helpers import XmlStreamStub
+
+from client_proxy.dispatch import RandomStrategy
+from client_proxy.inflight import RequestTable
+from client_proxy.presence import Resources
+from client_proxy.router import IQRouter
+
+COMPONENT = "proxy.example.org"
+TARGET = "service@example.org"
+R1 = TARGET + "/a"
+R2 = TARGET + "/b"
+USER = "user@example.org/abc"
+
+
+class FirstStrategy:
+    """Always the first online resource: deterministic routing."""
+
+    def choose(self, resources, requester):
+        return resources[0]
+
+
+def iq(type, sender, to, id="1234", payload=True):
+    element = domish.Element(("jabber:component:accept", "iq"))
+    element["type"] = type
+    element["from"] = sender
+    element["to"] = to
+    element["id"] = id
+    if payload:
+        element.addElement(("urn:test", "query"))
+    return element
+
+
+def error_of(element):
+    assert element["type"] == "error", element.toXml()
+    error = next(element.elements(None, "error"))
+    return error["type"], next(error.elements()).name
+
+
+@pytest.fixture
+def setup():
+    stub = XmlStreamStub()
+    clock = Clock()
+    resources = Resources()
+    table = RequestTable(timeout=30, maxPerRequester=3, maxTotal=5)
+    router = IQRouter(COMPONENT, TARGET, resources, FirstStrategy(), table, clock)
+    router.makeConnection(stub.xmlstream)
+    router.connectionInitialized()
+    return stub, clock, resources, router
+
+
+def test_the_seed_exchange(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    stub.send(iq("get", USER, COMPONENT))
+    forwarded = stub.output.pop()
+    assert forwarded["from"] == COMPONENT + "/" + USER
+    assert forwarded["to"] == R1
+    assert forwarded["id"] == "1234"
+    assert next(forwarded.elements()).uri == "urn:test"
+
+    stub.send(iq("result", R1, COMPONENT + "/" + USER, payload=False))
+    answer = stub.output.pop()
+    assert (answer["type"], answer["from"], answer["to"], answer["id"]) == (
+        "result",
+        COMPONENT,
+        USER,
+        "1234",
+    )
+    assert len(router.table) == 0
+
+
+def test_no_resource_online(setup):
+    stub, clock, resources, router = setup
+    stub.send(iq("set", USER, COMPONENT))
+    answer = stub.output.pop()
+    assert error_of(answer) == ("cancel", "service-unavailable")
+    assert (answer["to"], answer["from"]) == (USER, COMPONENT)
+
+
+def test_requester_that_cannot_be_encoded(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    long = "user@example.org/" + "x" * 1100
+    stub.send(iq("get", long, COMPONENT))
+    assert error_of(stub.output.pop()) == ("modify", "jid-malformed")
+
+
+def test_request_to_a_full_jid_is_answered_from_it(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    stub.send(iq("get", USER, COMPONENT + "/anything"))
+    stub.send(iq("result", R1, COMPONENT + "/" + USER))
+    assert stub.output.pop()["from"] == COMPONENT + "/anything"
+
+
+def test_unsolicited_answers_are_dropped(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    resources.available(R2)
+    stub.send(iq("result", R1, COMPONENT + "/" + USER))
+    assert stub.output == []
+    stub.send(iq("get", USER, COMPONENT))
+    stub.output.pop()
+    stub.send(iq("result", R2, COMPONENT + "/" + USER))
+    assert stub.output == [], "an answer from another resource"
+    stub.send(iq("result", R1, COMPONENT + "/" + USER))
+    assert len(stub.output) == 1
+    stub.send(iq("result", R1, COMPONENT + "/" + USER))
+    assert len(stub.output) == 1, "a duplicate answer"
+
+
+def test_answers_from_others_are_dropped(setup):
+    stub, clock, resources, router = setup
+    stub.send(iq("result", USER, COMPONENT))
+    stub.send(iq("error", USER, COMPONENT))
+    assert stub.output == []
+
+
+def test_timeout(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    stub.send(iq("get", USER, COMPONENT))
+    stub.output.pop()
+    clock.advance(29)
+    assert stub.output == []
+    clock.advance(1)
+    answer = stub.output.pop()
+    assert error_of(answer) == ("wait", "remote-server-timeout")
+    assert (answer["to"], answer["from"], answer["id"]) == (USER, COMPONENT, "1234")
+    stub.send(iq("result", R1, COMPONENT + "/" + USER))
+    assert stub.output == [], "a late answer is dropped"
+    assert not clock.getDelayedCalls()
+
+
+def test_limits(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    for i in range(3):
+        stub.send(iq("get", USER, COMPONENT, id=str(i)))
+    stub.output.clear()
+    stub.send(iq("get", USER, COMPONENT, id="3"))
+    assert error_of(stub.output.pop()) == ("wait", "resource-constraint")
+    for i in range(2):
+        stub.send(iq("get", "other@example.org/x", COMPONENT, id=str(i)))
+    stub.output.clear()
+    stub.send(iq("get", "third@example.org/x", COMPONENT))
+    assert error_of(stub.output.pop()) == ("wait", "resource-constraint")
+
+
+def test_failover_of_a_get(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    resources.available(R2)
+    stub.send(iq("get", USER, COMPONENT))
+    assert stub.output.pop()["to"] == R1
+    resources.unavailable(R1)
+    again = stub.output.pop()
+    assert (again["to"], again["from"], again["id"]) == (R2, COMPONENT + "/" + USER, "1234")
+    stub.send(iq("error", R1, COMPONENT + "/" + USER))
+    assert stub.output == [], "a bounce from the old resource is dropped"
+    stub.send(iq("result", R2, COMPONENT + "/" + USER))
+    assert stub.output.pop()["type"] == "result"
+
+
+def test_set_is_not_repeated(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    resources.available(R2)
+    stub.send(iq("set", USER, COMPONENT))
+    stub.output.pop()
+    resources.unavailable(R1)
+    assert error_of(stub.output.pop()) == ("wait", "recipient-unavailable")
+    assert stub.output == []
+
+
+def test_get_with_no_resource_left(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    stub.send(iq("get", USER, COMPONENT))
+    stub.output.pop()
+    resources.clear()
+    assert error_of(stub.output.pop()) == ("cancel", "service-unavailable")
+    assert len(router.table) == 0
+
+
+def test_graceful_stop_answers_everything(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    stub.send(iq("get", USER, COMPONENT, id="1"))
+    stub.send(iq("set", USER, COMPONENT, id="2"))
+    stub.output.clear()
+    assert router.answerAllWithError("recipient-unavailable", "wait", "stop") == 2
+    assert sorted(a["id"] for a in stub.output) == ["1", "2"]
+    assert not clock.getDelayedCalls()
+
+
+def test_connection_lost_clears_the_table(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    stub.send(iq("get", USER, COMPONENT))
+    router.connectionLost(None)
+    assert len(router.table) == 0
+    assert not clock.getDelayedCalls()
+
+
+def test_requests_from_the_target(setup):
+    stub, clock, resources, router = setup
+    stub.send(iq("get", R1, COMPONENT))
+    assert error_of(stub.output.pop()) == ("cancel", "bad-request")
+    stub.send(iq("get", R1, COMPONENT + "/user@example.org"))
+    assert error_of(stub.output.pop()) == ("cancel", "feature-not-implemented")
+
+
+def test_random_strategy_uses_every_resource():
+    strategy = RandomStrategy(random.Random(1))
+    chosen = {strategy.choose((R1, R2), USER) for _ in range(50)}
+    assert chosen == {R1, R2}
