@@ -163,7 +163,10 @@ class TargetPresenceHandler(PresenceProtocol):
 
     def unavailableReceived(self, presence) -> None:
         if presence.sender.resource is None:
-            self.log.info("The target went offline")
+            # RFC 6121, 4.3.2: the answer to a probe (or a subscription
+            # request) while the target has no available resource.
+            if self.resources:
+                self.log.info("The target went offline")
             self.resources.clear()
         elif presence.sender.full() in self.resources:
             self.log.info("Resource offline: {resource}", resource=presence.sender.full())

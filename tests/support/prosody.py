@@ -1,0 +1,196 @@
+"""
+A private Prosody server for integration tests, on loopback ports.
+"""
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+#: The user Prosody runs as: it refuses to run as root.
+PROSODY_USER = "prosody"
+
+CONFIG = """\
+-- Written by tests/support/prosody.py
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {c2s_port} }}
+component_ports = {{ {component_port} }}
+component_interface = "127.0.0.1"
+s2s_ports = {{ }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+storage = "memory"
+authentication = "insecure"
+insecure_open_authentication = "Yes please, I know what I'm doing!"
+modules_enabled = {{ "roster", "saslauth", "disco" }}
+modules_disabled = {{ "s2s", "s2s_auth_certs" }}
+data_path = {workdir}
+pidfile = {pidfile}
+log = {{ debug = {logfile} }}
+
+VirtualHost "{domain}"
+{components}
+"""
+
+
+def prosody_available() -> bool:
+    """
+    Whether the C{prosody} binary is on C{PATH}.
+    """
+    return shutil.which("prosody") is not None
+
+
+def free_port() -> int:
+    """
+    A TCP port of 127.0.0.1 that is free right now.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def lua_string(text: str) -> str:
+    """
+    C{text} as a Lua string literal.
+    """
+    return '"%s"' % (text.replace("\\", "\\\\").replace('"', '\\"'),)
+
+
+def accepts(port: int) -> bool:
+    """
+    Whether 127.0.0.1:C{port} accepts TCP connections.
+    """
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+class Prosody:
+    """
+    A Prosody process serving L{domain} with its users (any name and
+    password is accepted) and external components (XEP-0114), with memory
+    storage, in a temporary folder of its own.
+
+    @param components: component host -> secret; by default one component,
+        C{proxy.example.org}, with a random secret.
+    """
+
+    domain = "example.org"
+
+    def __init__(self, components: dict[str, str] | None = None) -> None:
+        if components is None:
+            components = {"proxy." + self.domain: secrets.token_hex(16)}
+        self.components = components
+        self.c2s_port = free_port()
+        self.component_port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="prosody-"))
+        self.config_file = self.workdir / "prosody.cfg.lua"
+        self.logfile = self.workdir / "prosody.log"
+        self.process: subprocess.Popen | None = None
+        user = pwd.getpwnam(PROSODY_USER)
+        os.chown(self.workdir, user.pw_uid, user.pw_gid)
+
+    def write_config(self) -> None:
+        """
+        Write the configuration file for the current ports and components.
+        """
+        components = "".join(
+            "\nComponent %s\n    component_secret = %s\n" % (lua_string(host), lua_string(secret))
+            for host, secret in self.components.items()
+        )
+        self.config_file.write_text(
+            CONFIG.format(
+                c2s_port=self.c2s_port,
+                component_port=self.component_port,
+                workdir=lua_string(str(self.workdir)),
+                pidfile=lua_string(str(self.workdir / "prosody.pid")),
+                logfile=lua_string(str(self.logfile)),
+                domain=self.domain,
+                components=components,
+            )
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        """
+        Start Prosody in the foreground (as the C{prosody} user when run as
+        root: it refuses to run as root), and wait until both ports accept
+        connections.
+
+        @raise RuntimeError: Prosody exited or was not listening in time; the
+            message has its output and the end of its log.
+        """
+        self.write_config()
+        # Not `runuser`: on SIGTERM it sleeps 2 s before it exits.
+        as_user = {}
+        if os.geteuid() == 0:
+            as_user = dict(user=PROSODY_USER, group=PROSODY_USER, extra_groups=[])
+        self.process = subprocess.Popen(
+            ["prosody", "-F", "--config", str(self.config_file)],
+            cwd=self.workdir,
+            **as_user,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while not (accepts(self.c2s_port) and accepts(self.component_port)):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                output = self.process.stdout.read().decode(errors="replace")
+                raise RuntimeError(
+                    "Prosody did not start (exit code %s):\n%s\n--- log tail ---\n%s"
+                    % (self.process.returncode, output, self.log()[-5000:])
+                )
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """
+        Stop Prosody: SIGTERM, then SIGKILL if it has not exited in time.
+        """
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        """
+        Stop and start again on the same ports. Memory storage: rosters and
+        everything else stored are lost.
+        """
+        self.stop()
+        self.process.stdout.close()
+        self.start()
+
+    def log(self) -> str:
+        """
+        The text of Prosody's debug log.
+        """
+        try:
+            return self.logfile.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> "Prosody":
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,52 @@
+"""
+The integration-test harness against a real Prosody: clients, IQs,
+subscriptions, disconnection.
+"""
+
+from typing import Iterator
+
+import pytest
+
+from tests.support.prosody import Prosody
+from tests.support.xmpp import Client, Responder, tag
+
+
+@pytest.fixture
+def alice(prosody: Prosody) -> Iterator[Client]:
+    client = Client(prosody.c2s_port, "alice", "phone").connect()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def bob(prosody: Prosody) -> Iterator[Responder]:
+    client = Responder(prosody.c2s_port, "bob", "desk").connect()
+    yield client
+    client.close()
+
+
+def test_iq(alice: Client, bob: Responder) -> None:
+    """
+    An IQ to the responder's full JID comes back with its result, which
+    names who served it and the requester the responder saw.
+    """
+    assert alice.jid == "alice@example.org/phone"
+    answer = alice.iq(bob.jid)
+    assert answer.get("type") == "result"
+    served = answer.find("{urn:test}served")
+    assert served.get("by") == "desk"
+    assert served.get("requester") == alice.jid
+    assert [request.get("from") for request in bob.requests] == [alice.jid]
+
+
+def test_subscription_and_disconnection(alice: Client, bob: Responder) -> None:
+    """
+    The responder approves a subscription request; when it drops its
+    connection, the subscriber is told it is unavailable.
+    """
+    alice.send("<presence type='subscribe' to='bob@example.org'/>")
+    alice.wait_for(lambda el: tag(el) == "presence" and el.get("type") == "subscribed")
+    alice.wait_for(lambda el: tag(el) == "presence" and el.get("from") == bob.jid and el.get("type") is None)
+    assert [request.get("from") for request in bob.subscribe_requests] == ["alice@example.org"]
+    bob.kill()
+    alice.wait_for(lambda el: tag(el) == "presence" and el.get("from") == bob.jid and el.get("type") == "unavailable")
