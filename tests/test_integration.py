@@ -27,10 +27,10 @@ def clients(prosody):
     """Connect clients; every one is closed at the end of the test."""
     made = []
 
-    def connect(user, resource, cls=Client, **kw):
+    def connect(user, resource, cls=Client, priority=0, presence=True, **kw):
         client = cls(prosody.c2s_port, user, resource, **kw)
         made.append(client)
-        return client.connect(**({"priority": kw.pop("priority")} if "priority" in kw else {}))
+        return client.connect(presence=presence, priority=priority)
 
     yield connect
     for client in made:

@@ -193,4 +193,8 @@ class Prosody:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """
+        Stop Prosody and remove its folder.
+        """
         self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
