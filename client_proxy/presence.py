@@ -7,6 +7,7 @@ gives the rules followed here: presence subscription (section 3), presence
 probes (section 4.3) and presence broadcast (sections 4.4 and 4.5).
 """
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
@@ -117,29 +118,60 @@ class TargetPresenceHandler(PresenceProtocol):
     answers a probe for a pending subscription with C{unsubscribed}, which
     cancels the request.
 
+    When the target refuses or cancels the subscription, the component asks
+    again later, waiting twice as long after each refusal in a row, so that
+    a client that refuses automatically is not flooded; it asks again at
+    once when the target asks for the component's presence, a sign that it
+    is there and willing.
+
     Presence from anyone else gets the answer mod_client_proxy gives it:
     C{bad-request}, except for presence of type error, which is never
     answered (RFC 6120, 8.3.1).
+
+    @ivar askAgainAfter: seconds before asking again after a first refusal.
+    @ivar askAgainAtMost: the longest wait between two requests.
     """
 
     log = Logger()
+    askAgainAfter = 60.0
+    askAgainAtMost = 3600.0
 
-    def __init__(self, component: JID, target: JID, resources: Resources) -> None:
+    def __init__(
+        self, component: JID, target: JID, resources: Resources, clock: IReactorTime
+    ) -> None:
         super().__init__()
         self.component = component
         self.target = target
         self.resources = resources
+        self.clock = clock
+        self.hasSubscription = False
+        self._refusals = 0
+        self._askAgain = None
 
     def connectionInitialized(self) -> None:
         super().connectionInitialized()
+        self.askForSubscription()
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self._cancelAskAgain()
+        self.hasSubscription = False
+        self.resources.forget()
+
+    def askForSubscription(self) -> None:
+        """
+        RFC 6121, 3.1.1: ask the target for a presence subscription.
+        """
+        self._cancelAskAgain()
         self.log.info(
             "Asking {target} for a presence subscription", target=self.target.full()
         )
         self.subscribe(self.target, sender=self.component)
 
-    def connectionLost(self, reason) -> None:
-        super().connectionLost(reason)
-        self.resources.forget()
+    def _cancelAskAgain(self) -> None:
+        if self._askAgain is not None and self._askAgain.active():
+            self._askAgain.cancel()
+        self._askAgain = None
 
     def _onPresence(self, element) -> None:
         """
@@ -189,16 +221,38 @@ class TargetPresenceHandler(PresenceProtocol):
             "{target} approved the presence subscription; probing its resources",
             target=self.target.full(),
         )
+        self.hasSubscription = True
+        self._refusals = 0
+        self._cancelAskAgain()
         self.probe(self.target, sender=self.component)
+
+    def subscribeReceived(self, presence) -> None:
+        """
+        The target asks for the component's presence: approve it (RFC 6121,
+        3.1.5), and ask for the target's at once if the component has not
+        got it.
+        """
+        self.subscribed(self.target, sender=self.component)
+        if not self.hasSubscription:
+            self.askForSubscription()
 
     def unsubscribedReceived(self, presence) -> None:
         """
         RFC 6121, 3.2 and 3.3: the subscription was refused or cancelled;
         the target's resources can no longer be known.
         """
+        self.hasSubscription = False
+        self._refusals += 1
+        delay = min(
+            self.askAgainAfter * 2 ** (self._refusals - 1), self.askAgainAtMost
+        )
         self.log.warn(
             "{target} refused or cancelled the presence subscription; "
-            "no resource is reachable until it approves one",
+            "no resource is reachable until it approves one; asking again "
+            "in {delay:.0f} s",
             target=self.target.full(),
+            delay=delay,
         )
         self.resources.clear()
+        self._cancelAskAgain()
+        self._askAgain = self.clock.callLater(delay, self.askForSubscription)

@@ -157,9 +157,9 @@ def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> Mul
         reactor,
     )
     router.setHandlerParent(manager)
-    TargetPresenceHandler(JID(config.jid), JID(config.target), resources).setHandlerParent(
-        manager
-    )
+    TargetPresenceHandler(
+        JID(config.jid), JID(config.target), resources, reactor
+    ).setHandlerParent(manager)
     MessageRefuser(config.jid, config.target).setHandlerParent(manager)
 
     proxy = MultiService()

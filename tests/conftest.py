@@ -2,12 +2,15 @@
 Fixtures shared by the tests.
 """
 
+import itertools
 import os
 from typing import Iterator
 
 import pytest
 
 from tests.support.prosody import Prosody, prosody_available
+from tests.support.proxy import client_proxy
+from tests.support.xmpp import Client
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +25,51 @@ def prosody() -> Iterator[Prosody]:
         pytest.skip("prosody is not installed (scripts/setup installs it)")
     with Prosody() as server:
         yield server
+
+
+COMPONENT = "proxy.example.org"
+_accounts = itertools.count()
+
+
+@pytest.fixture
+def target():
+    """A fresh implementing account for each test: no state shared."""
+    return "service%d@example.org" % next(_accounts)
+
+
+@pytest.fixture
+def clients(prosody):
+    """Connect clients; every one is closed at the end of the test."""
+    made = []
+
+    def connect(user, resource, cls=Client, priority=0, presence=True, **kw):
+        client = cls(prosody.c2s_port, user, resource, **kw)
+        made.append(client)
+        return client.connect(presence=presence, priority=priority)
+
+    yield connect
+    for client in made:
+        client.kill()
+
+
+@pytest.fixture
+def proxy(prosody):
+    """Start `twistd client-proxy` processes; stopped at the end of the test."""
+    started = []
+
+    def start(target, *options, **kw):
+        process = client_proxy(prosody, target, *options, **kw).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def user(target):
+    return target.split("@")[0]
+
+
+def online(proxy_process, resource, count=1):
+    proxy_process.wait_for_log("Resource online: " + resource, count=count)

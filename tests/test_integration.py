@@ -3,62 +3,14 @@ The proxy end to end: twistd processes of the installed package, a private
 Prosody, real client connections.
 """
 
-import itertools
 import signal
 import time
 
 import pytest
 
-from tests.support.proxy import ProxyProcess, client_proxy, run_twistd
-from tests.support.xmpp import Client, Responder, error_condition, error_type
-
-COMPONENT = "proxy.example.org"
-_accounts = itertools.count()
-
-
-@pytest.fixture
-def target():
-    """A fresh implementing account for each test: no state shared."""
-    return "service%d@example.org" % next(_accounts)
-
-
-@pytest.fixture
-def clients(prosody):
-    """Connect clients; every one is closed at the end of the test."""
-    made = []
-
-    def connect(user, resource, cls=Client, priority=0, presence=True, **kw):
-        client = cls(prosody.c2s_port, user, resource, **kw)
-        made.append(client)
-        return client.connect(presence=presence, priority=priority)
-
-    yield connect
-    for client in made:
-        client.kill()
-
-
-@pytest.fixture
-def proxy(prosody):
-    """Start `twistd client-proxy` processes; stopped at the end of the test."""
-    started = []
-
-    def start(target, *options, **kw):
-        process = client_proxy(prosody, target, *options, **kw).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-def user(target):
-    return target.split("@")[0]
-
-
-def online(proxy_process, resource, count=1):
-    proxy_process.wait_for_log("Resource online: " + resource, count=count)
-
+from tests.conftest import COMPONENT, online, user
+from tests.support.proxy import ROOT, ProxyProcess, run_twistd
+from tests.support.xmpp import Responder, error_condition, error_type
 
 def test_the_seed_exchange(prosody, target, clients, proxy):
     """
@@ -205,8 +157,6 @@ def test_proxy_tac_from_the_environment(prosody, target, clients, tmp_path):
     component, secret = next(iter(prosody.components.items()))
     secret_file = tmp_path / "secret"
     secret_file.write_text(secret)
-    from tests.support.proxy import ROOT
-
     process = ProxyProcess(
         ["-y", str(ROOT / "proxy.tac")],
         env={
@@ -254,8 +204,6 @@ def test_bad_configuration(args, message):
 
 
 def test_bad_configuration_in_proxy_tac():
-    from tests.support.proxy import ROOT
-
     code, output = run_twistd(
         ["-y", str(ROOT / "proxy.tac")],
         env={"CLIENT_PROXY_JID": "proxy.example.org", "CLIENT_PROXY_TARGET": "nobody"},

@@ -3,6 +3,7 @@ The target's resources and the presence handler, with a stub stream.
 """
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
@@ -41,11 +42,15 @@ def setup():
     resources = Resources()
     recorder = Recorder()
     resources.addObserver(recorder)
-    handler = TargetPresenceHandler(JID(COMPONENT), JID(TARGET), resources)
+    handler = TargetPresenceHandler(JID(COMPONENT), JID(TARGET), resources, Clock())
     handler.parent = stub.xmlstream  # what the stream manager's send reaches
     handler.makeConnection(stub.xmlstream)
     handler.connectionInitialized()
     return stub, resources, recorder, handler
+
+
+def sent(stub, type):
+    return [s for s in stub.output if s.name == "presence" and s.getAttribute("type") == type]
 
 
 def test_resources_state():
@@ -128,3 +133,34 @@ def test_presence_from_others(setup):
     stub.send(presence("user@example.org/x", "error"))
     assert stub.output == [], "errors are never answered"
     assert resources.online() == ()
+
+
+def test_asks_again_after_a_refusal_waiting_longer_each_time(setup):
+    stub, resources, recorder, handler = setup
+    clock = handler.clock
+    stub.output.clear()
+    for delay in (60, 120, 240):
+        stub.send(presence(TARGET, "unsubscribed"))
+        clock.advance(delay - 1)
+        assert sent(stub, "subscribe") == []
+        clock.advance(1)
+        assert len(sent(stub, "subscribe")) == 1
+        stub.output.clear()
+    stub.send(presence(TARGET, "subscribed"))
+    stub.send(presence(TARGET, "unsubscribed"))
+    clock.advance(60)
+    assert len(sent(stub, "subscribe")) == 1, "approval resets the wait"
+
+
+def test_target_asking_for_our_presence(setup):
+    stub, resources, recorder, handler = setup
+    stub.send(presence(TARGET, "unsubscribed"))
+    stub.output.clear()
+    stub.send(presence(TARGET + "/a", "subscribe"))
+    assert [s["to"] for s in sent(stub, "subscribed")] == [TARGET]
+    assert len(sent(stub, "subscribe")) == 1, "asked again at once"
+    assert not handler.clock.getDelayedCalls(), "the later request is cancelled"
+    stub.send(presence(TARGET, "subscribed"))
+    stub.output.clear()
+    stub.send(presence(TARGET + "/a", "subscribe"))
+    assert sent(stub, "subscribe") == []

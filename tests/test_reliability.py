@@ -1,0 +1,313 @@
+"""
+Every request gets exactly one answer (RFC 6120, 8.2.3), through faults,
+end to end against a real Prosody.
+"""
+
+import random
+import signal
+import threading
+import time
+from xml.sax.saxutils import quoteattr
+
+import pytest
+
+from tests.conftest import COMPONENT, online, user
+from tests.support.prosody import Prosody
+from tests.support.proxy import client_proxy
+from tests.support.xmpp import Client, Responder, error_condition, error_type, tag
+
+
+def wait_until(condition, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.02)
+
+
+def answer(responder, request, type="result"):
+    responder.send(
+        "<iq type=%s id=%s to=%s/>"
+        % (quoteattr(type), quoteattr(request.get("id")), quoteattr(request.get("from")))
+    )
+
+
+def send(requester, id, type="get"):
+    requester.send(
+        "<iq type=%s id=%s to=%s><query xmlns='urn:test'/></iq>"
+        % (quoteattr(type), quoteattr(id), quoteattr(COMPONENT))
+    )
+
+
+def answer_to(requester, id, timeout=5.0):
+    return requester.wait_for(lambda s: s.get("id") == id, timeout)
+
+
+def nothing_more(client, pause=0.5):
+    """The client received no IQ or message (its own presence aside)."""
+    time.sleep(pause)
+    assert [s for s in client.received() if tag(s) != "presence"] == []
+
+
+def test_timeout_and_late_answer(prosody, target, clients, proxy):
+    service = clients(user(target), "a", Responder, answer=False)
+    p = proxy(target, "--timeout", "1")
+    online(p, service.jid)
+    requester = clients("user", "patient")
+    started = time.monotonic()
+    send(requester, "t1")
+    reply = answer_to(requester, "t1")
+    assert 0.9 <= time.monotonic() - started < 3
+    assert (error_type(reply), error_condition(reply)) == ("wait", "remote-server-timeout")
+    assert reply.get("from") == COMPONENT
+    answer(service, service.requests[0])
+    p.wait_for_log("Dropping an unsolicited IQ result")
+    nothing_more(requester)
+
+
+def test_unsolicited_duplicate_and_misplaced_answers_are_dropped(
+    prosody, target, clients, proxy
+):
+    a = clients(user(target), "a", Responder, answer=False)
+    b = clients(user(target), "b", Responder, answer=False)
+    p = proxy(target)
+    online(p, a.jid)
+    online(p, b.jid)
+    requester = clients("user", "careful")
+
+    # An answer nobody asked for.
+    a.send("<iq type='result' id='never' to=%s/>" % quoteattr(COMPONENT + "/" + requester.jid))
+    send(requester, "q1")
+    wait_until(lambda: len(a.requests) + len(b.requests) == 1, what="the request")
+    holder, other = (a, b) if a.requests else (b, a)
+    request = holder.requests[0]
+    # The right id, from the wrong resource.
+    answer(other, request)
+    nothing_more(requester, 0.3)
+    answer(holder, request)
+    assert answer_to(requester, "q1").get("type") == "result"
+    # The same answer again.
+    answer(holder, request)
+    p.wait_for_log("Dropping an unsolicited", count=3)
+    nothing_more(requester)
+
+
+def test_same_id_from_two_requesters(prosody, target, clients, proxy):
+    service = clients(user(target), "a", Responder, delay=0.2)
+    p = proxy(target)
+    online(p, service.jid)
+    one, two = clients("user", "one"), clients("user", "two")
+    send(one, "same")
+    send(two, "same")
+    for requester in (one, two):
+        reply = answer_to(requester, "same")
+        assert reply.find("{urn:test}served").get("requester") == COMPONENT + "/" + requester.jid
+
+
+def test_get_moves_to_another_resource(prosody, target, clients, proxy):
+    a = clients(user(target), "a", Responder, answer=False)
+    p = proxy(target)
+    online(p, a.jid)
+    requester = clients("user", "mover")
+    send(requester, "g1")
+    wait_until(lambda: a.requests, what="the request at a")
+    b = clients(user(target), "b", Responder)
+    online(p, b.jid)
+    a.kill()
+    reply = answer_to(requester, "g1")
+    assert reply.get("type") == "result"
+    assert reply.find("{urn:test}served").get("by") == "b"
+    nothing_more(requester)
+
+
+def test_set_is_answered_with_an_error_not_repeated(prosody, target, clients, proxy):
+    a = clients(user(target), "a", Responder, answer=False)
+    p = proxy(target)
+    online(p, a.jid)
+    requester = clients("user", "setter")
+    send(requester, "s1", "set")
+    wait_until(lambda: a.requests, what="the request at a")
+    b = clients(user(target), "b", Responder)
+    online(p, b.jid)
+    started = time.monotonic()
+    a.kill()
+    reply = answer_to(requester, "s1")
+    assert time.monotonic() - started < 2
+    assert (error_type(reply), error_condition(reply)) == ("wait", "recipient-unavailable")
+    assert b.requests == []
+    nothing_more(requester)
+
+
+def test_last_resource_leaving_answers_at_once(prosody, target, clients, proxy):
+    a = clients(user(target), "a", Responder, answer=False)
+    p = proxy(target, "--timeout", "30")
+    online(p, a.jid)
+    requester = clients("user", "abandoned")
+    send(requester, "g1")
+    wait_until(lambda: a.requests, what="the request at a")
+    started = time.monotonic()
+    a.kill()
+    reply = answer_to(requester, "g1")
+    assert time.monotonic() - started < 2
+    assert error_condition(reply) == "service-unavailable"
+
+
+def test_limits(prosody, target, clients, proxy):
+    service = clients(user(target), "a", Responder, answer=False)
+    p = proxy(target, "--max-in-flight-per-requester", "2", "--max-in-flight", "3")
+    online(p, service.jid)
+    greedy, other = clients("user", "greedy"), clients("user", "other")
+    for id in ("1", "2", "3"):
+        send(greedy, id)
+    reply = answer_to(greedy, "3")
+    assert (error_type(reply), error_condition(reply)) == ("wait", "resource-constraint")
+    send(other, "1")
+    send(other, "2")
+    assert error_condition(answer_to(other, "2")) == "resource-constraint"
+    wait_until(lambda: len(service.requests) == 3, what="three requests")
+    time.sleep(0.3)
+    assert len(service.requests) == 3, "the implementing client sees nothing past the limits"
+
+
+def test_sigterm_answers_requests_in_flight(prosody, target, clients, proxy):
+    service = clients(user(target), "a", Responder, answer=False)
+    p = proxy(target)
+    online(p, service.jid)
+    requester = clients("user", "waiting")
+    send(requester, "g", "get")
+    send(requester, "s", "set")
+    wait_until(lambda: len(service.requests) == 2, what="both requests")
+    p.stop(signal.SIGTERM)
+    for id in ("g", "s"):
+        assert error_condition(answer_to(requester, id)) == "recipient-unavailable"
+    assert "answered 2 requests in flight" in p.log()
+
+
+def test_target_unsubscribes_and_comes_back(prosody, target, clients, proxy):
+    service = clients(user(target), "a", Responder)
+    p = proxy(target)
+    online(p, service.jid)
+    requester = clients("user", "fickle")
+    service.send("<presence type='unsubscribed' to=%s/>" % quoteattr(COMPONENT))
+    p.wait_for_log("refused or cancelled the presence subscription")
+    assert error_condition(requester.iq(COMPONENT)) == "service-unavailable"
+    # The target asks for the component's presence: the component asks for
+    # the target's again, and the Responder approves.
+    service.send("<presence type='subscribe' to=%s/>" % quoteattr(COMPONENT))
+    online(p, service.jid, count=2)
+    assert requester.iq(COMPONENT).get("type") == "result"
+
+
+def test_implementing_client_reconnects_under_the_same_resource(
+    prosody, target, clients, proxy
+):
+    first = clients(user(target), "a", Responder)
+    p = proxy(target)
+    online(p, first.jid)
+    first.kill()
+    p.wait_for_log("Resource offline: " + first.jid)
+    second = clients(user(target), "a", Responder)
+    online(p, second.jid, count=2)
+    requester = clients("user", "loyal")
+    assert requester.iq(COMPONENT).get("type") == "result"
+    assert len(second.requests) == 1
+
+    # A new session that replaces the old one at once (resource conflict).
+    third = clients(user(target), "a", Responder)
+    wait_until(lambda: requester.iq(COMPONENT).get("type") == "result" and third.requests,
+               what="the replacing session to serve")
+
+
+@pytest.fixture
+def own_prosody():
+    with Prosody() as server:
+        yield server
+
+
+def test_server_crash_and_restart(own_prosody):
+    target = "restart@example.org"
+    service = Responder(own_prosody.c2s_port, "restart", "a", answer=False).connect()
+    p = client_proxy(own_prosody, target).start()
+    try:
+        online(p, service.jid)
+        requester = Client(own_prosody.c2s_port, "user", "r").connect()
+        send(requester, "lost")
+        wait_until(lambda: service.requests, what="the request")
+        # A crash: the server says nothing before the connection drops.
+        own_prosody.process.kill()
+        own_prosody.process.wait()
+        p.wait_for_log("Connection lost with 1 requests in flight")
+        own_prosody.start()
+        # Memory storage: the roster is gone, the component asks again.
+        service = Responder(own_prosody.c2s_port, "restart", "a").connect()
+        p.wait_for_log("Authenticated as", count=2, timeout=15)
+        online(p, service.jid, count=2)
+        requester = Client(own_prosody.c2s_port, "user", "r2").connect()
+        assert requester.iq(COMPONENT).get("type") == "result"
+        requester.kill()
+        service.kill()
+    finally:
+        p.stop()
+
+
+def test_churn(prosody, target, clients, proxy):
+    """
+    Thousands of requests while resources come and go at random: each gets
+    exactly one answer, and the requester receives nothing else.
+    """
+    p = proxy(target, "--timeout", "5")
+    slots = {}
+    for name in ("a", "b", "c"):
+        slots[name] = clients(user(target), name, Responder, delay=random.choice((0, 0.01)))
+        online(p, slots[name].jid)
+
+    stop = threading.Event()
+
+    def churn():
+        rng = random.Random(7)
+        while not stop.is_set():
+            name = rng.choice(sorted(slots))
+            slots[name].kill()
+            time.sleep(rng.uniform(0.01, 0.1))
+            slots[name] = clients(user(target), name, Responder, delay=rng.choice((0, 0.01)))
+            time.sleep(rng.uniform(0.05, 0.2))
+
+    answers = {}
+    others = []
+    lock = threading.Condition()
+
+    def collect(client, stanza):
+        with lock:
+            id = stanza.get("id", "")
+            if tag(stanza) == "iq" and id.startswith("c-"):
+                answers.setdefault(id, []).append(stanza)
+            else:
+                others.append(stanza)
+            lock.notify_all()
+        return True
+
+    requester = clients("user", "churn")
+    requester.on_stanza = collect
+    total, window = 3000, 50
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        for i in range(total):
+            with lock:
+                assert lock.wait_for(lambda: i - len(answers) < window, 10), "stalled"
+            send(requester, "c-%d" % i, "get" if i % 3 else "set")
+        with lock:
+            lock.wait_for(lambda: len(answers) == total, 15)
+    finally:
+        stop.set()
+        churner.join()
+    time.sleep(0.5)
+    assert len(answers) == total, "%d requests without an answer" % (total - len(answers))
+    assert all(len(a) == 1 for a in answers.values()), "a request answered twice"
+    assert [s for s in others if tag(s) != "presence"] == []
+    kinds = {}
+    for (reply,) in answers.values():
+        key = reply.get("type") if reply.get("type") == "result" else error_condition(reply)
+        kinds[key] = kinds.get(key, 0) + 1
+    print("churn answers:", kinds)
+    assert kinds.get("result", 0) > total / 2
