@@ -152,6 +152,12 @@ class RequestTable:
         request.resource = resource
         self._byResource.setdefault(resource, {})[key] = request
 
+    def pendingAt(self, resource: str) -> int:
+        """
+        How many requests in flight C{resource} holds.
+        """
+        return len(self._byResource.get(resource, ()))
+
     def heldBy(self, resource: str) -> list[Request]:
         """
         The requests in flight at C{resource}.

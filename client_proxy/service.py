@@ -148,12 +148,13 @@ def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> Mul
     monitor.observe(factory)
 
     manager = StreamManager(factory, reactor=reactor)
+    table = RequestTable(config.timeout, config.maxInFlightPerRequester, config.maxInFlight)
     router = IQRouter(
         config.jid,
         config.target,
         resources,
-        STRATEGIES[config.strategy](),
-        RequestTable(config.timeout, config.maxInFlightPerRequester, config.maxInFlight),
+        STRATEGIES[config.strategy](resources, table),
+        table,
         reactor,
     )
     router.setHandlerParent(manager)

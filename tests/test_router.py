@@ -221,6 +221,6 @@ def test_requests_from_the_target(setup):
 
 
 def test_random_strategy_uses_every_resource():
-    strategy = RandomStrategy(random.Random(1))
+    strategy = RandomStrategy(Resources(), None, random.Random(1))
     chosen = {strategy.choose((R1, R2), USER) for _ in range(50)}
     assert chosen == {R1, R2}
