@@ -4,13 +4,12 @@ JAT routing of IQs between requesters and the target's resources.
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.xmlstream import XMPPHandler
-from twisted.words.xish import domish
 from zope.interface import implementer
 
 from client_proxy import jat
 from client_proxy.dispatch import IStrategy
+from client_proxy.fastpath import errorIQBytes, escape, iqBytes
 from client_proxy.inflight import Refused, Request, RequestTable
 from client_proxy.presence import IResourceObserver, Resources
 
@@ -19,6 +18,10 @@ from client_proxy.presence import IResourceObserver, Resources
 class IQRouter(XMPPHandler):
     """
     Forwards IQ requests to a resource of the target and answers back.
+
+    It works on the fast path of L{client_proxy.fastpath.FastXmlStream}:
+    each IQ comes as its outer tag's attributes and its payload as bytes,
+    and leaves the same way, with only its addresses changed.
 
     A request (RFC 6120, 8.2.3: an IQ of type get or set) from anyone but
     the target, to the component's JID, bare or full, goes to one online
@@ -60,7 +63,7 @@ class IQRouter(XMPPHandler):
         resources.addObserver(self)
 
     def connectionInitialized(self) -> None:
-        self.xmlstream.addObserver("/iq", self.onIQ)
+        self.xmlstream.setIQHandler(self.iqReceived)
 
     def connectionLost(self, reason) -> None:
         """
@@ -76,27 +79,31 @@ class IQRouter(XMPPHandler):
                 count=len(lost),
             )
 
-    def onIQ(self, iq: domish.Element) -> None:
-        sender = iq.getAttribute("from", "")
-        if iq.getAttribute("type") in ("get", "set"):
-            if jat.bare(sender) == self.target:
+    def iqReceived(self, iq: dict[str, str], inner: bytes) -> bool:
+        """
+        An IQ arrived: C{iq} holds its attributes, C{inner} its payload.
+
+        @return: whether the router took it; results and errors that are
+            not from the target are left to other handlers (the answers to
+            the component's own requests).
+        """
+        fromTarget = jat.bare(iq.get("from", "")) == self.target
+        if iq.get("type") in ("get", "set"):
+            if fromTarget:
                 self.requestFromTargetReceived(iq)
             else:
-                self.requestReceived(iq)
-        elif jat.bare(sender) == self.target:
-            self.answerReceived(iq)
-        else:
-            self.log.debug(
-                "Dropping an IQ {type} from {sender} that answers nothing",
-                type=iq.getAttribute("type"),
-                sender=sender,
-            )
+                self.requestReceived(iq, inner)
+            return True
+        if fromTarget:
+            self.answerReceived(iq, inner)
+            return True
+        return False
 
-    def requestReceived(self, iq: domish.Element) -> None:
+    def requestReceived(self, iq: dict[str, str], inner: bytes) -> None:
         """
         A requester sent a get or set: forward it to a resource.
         """
-        requester = iq["from"]
+        requester = iq.get("from", "")
         online = self.resources.online()
         if not online:
             self.refuse(iq, "service-unavailable", "cancel", "no resource is online")
@@ -106,15 +113,19 @@ class IQRouter(XMPPHandler):
         except jat.JATError as e:
             self.refuse(iq, "jid-malformed", "modify", str(e))
             return
-        stanzaID = iq.getAttribute("id")
+        stanzaID = iq.get("id")
         if stanzaID is None:
             self.refuse(iq, "bad-request", "modify", "an IQ request needs an id")
             return
         resource = self.strategy.choose(online, requester)
-        stanza = iq if iq["type"] == "get" else None
+        addressedTo = iq.pop("to", self.component)
+        iq["from"] = translated
+        # Kept for a get, to send it again elsewhere: the stanza without its
+        # "to", which comes first (see _sendTo).
+        stanza = iqBytes(iq, inner)[3:] if iq["type"] == "get" else None
         try:
             self.table.add(
-                requester, stanzaID, iq["to"], resource, stanza, self.clock.seconds()
+                requester, stanzaID, addressedTo, resource, stanza, self.clock.seconds()
             )
         except Refused as e:
             self.log.info(
@@ -122,42 +133,49 @@ class IQRouter(XMPPHandler):
                 requester=requester,
                 reason=e.text,
             )
-            self.refuse(iq, e.condition, e.errorType, e.text)
+            self.xmlstream.send(
+                errorIQBytes(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text)
+            )
             return
         self._scheduleExpiry()
-        iq["from"] = translated
-        iq["to"] = resource
-        self.xmlstream.send(iq)
+        if stanza is None:
+            self.xmlstream.send(iqBytes({"to": resource, **iq}, inner))
+        else:
+            self._sendTo(resource, stanza)
 
-    def answerReceived(self, iq: domish.Element) -> None:
+    def _sendTo(self, resource: str, stanza: bytes) -> None:
+        self.xmlstream.send(b"<iq to='" + escape(resource).encode("utf-8") + b"'" + stanza)
+
+    def answerReceived(self, iq: dict[str, str], inner: bytes) -> None:
         """
         A resource sent a result or an error: forward it if it answers a
         request in flight, and only then.
         """
-        requester = jat.decode(self.component, iq.getAttribute("to", ""))
+        sender = iq.get("from", "")
+        requester = jat.decode(self.component, iq.get("to", ""))
         request = None
         if requester is not None:
-            request = self.table.answer(requester, iq.getAttribute("id"), iq["from"])
+            request = self.table.answer(requester, iq.get("id"), sender)
         if request is None:
             self.log.info(
                 "Dropping an unsolicited IQ {type} from {sender} to {to}",
-                type=iq.getAttribute("type"),
-                sender=iq["from"],
-                to=iq.getAttribute("to"),
+                type=iq.get("type"),
+                sender=sender,
+                to=iq.get("to"),
             )
             return
         iq["from"] = request.to
         iq["to"] = request.requester
-        self.xmlstream.send(iq)
+        self.xmlstream.send(iqBytes(iq, inner))
 
-    def requestFromTargetReceived(self, iq: domish.Element) -> None:
+    def requestFromTargetReceived(self, iq: dict[str, str]) -> None:
         """
         The target sent a request to the component.
 
         To the bare JID it is a C{bad-request}, as mod_client_proxy
         answers; requests to translated addresses are not supported yet.
         """
-        if iq.getAttribute("to", "") == self.component:
+        if iq.get("to", "") == self.component:
             self.refuse(iq, "bad-request", "cancel", None)
         else:
             self.refuse(iq, "feature-not-implemented", "cancel", None)
@@ -176,7 +194,6 @@ class IQRouter(XMPPHandler):
             if request.stanza is not None and online:
                 moved = self.strategy.choose(online, request.requester)
                 self.table.move(request, moved)
-                request.stanza["to"] = moved
                 self.log.info(
                     "{resource} went offline; sending a request of {requester} "
                     "to {moved}",
@@ -184,7 +201,7 @@ class IQRouter(XMPPHandler):
                     requester=request.requester,
                     moved=moved,
                 )
-                self.xmlstream.send(request.stanza)
+                self._sendTo(moved, request.stanza)
             elif request.stanza is not None:
                 self.table.remove(request)
                 self.answerWithError(
@@ -201,12 +218,21 @@ class IQRouter(XMPPHandler):
                 )
 
     def refuse(
-        self, iq: domish.Element, condition: str, errorType: str, text: str | None
+        self, iq: dict[str, str], condition: str, errorType: str, text: str | None
     ) -> None:
         """
         Answer a request that was not forwarded with a stanza error.
         """
-        self.xmlstream.send(StanzaError(condition, errorType, text).toResponse(iq))
+        self.xmlstream.send(
+            errorIQBytes(
+                iq.get("id"),
+                iq.get("to", self.component),
+                iq.get("from", ""),
+                condition,
+                errorType,
+                text,
+            )
+        )
 
     def answerWithError(
         self, request: Request, condition: str, errorType: str, text: str
@@ -214,13 +240,11 @@ class IQRouter(XMPPHandler):
         """
         Answer a request in flight, no longer in the table, with an error.
         """
-        iq = domish.Element((None, "iq"))
-        iq["type"] = "error"
-        iq["id"] = request.stanzaID
-        iq["from"] = request.to
-        iq["to"] = request.requester
-        iq.addChild(StanzaError(condition, errorType, text).getElement())
-        self.xmlstream.send(iq)
+        self.xmlstream.send(
+            errorIQBytes(
+                request.stanzaID, request.to, request.requester, condition, errorType, text
+            )
+        )
 
     def answerAllWithError(self, condition: str, errorType: str, text: str) -> int:
         """

@@ -24,6 +24,7 @@ from wokkel.subprotocols import StreamManager
 
 from client_proxy.config import ProxyConfig
 from client_proxy.dispatch import STRATEGIES
+from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
 from client_proxy.messages import MessageRefuser
 from client_proxy.presence import Resources, TargetPresenceHandler
@@ -144,6 +145,7 @@ def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> Mul
 
     resources = Resources()
     factory = component.componentFactory(config.jid, config.secret)
+    factory.protocol = FastXmlStream
     monitor = ConnectionMonitor(config.jid, config.endpoint)
     monitor.observe(factory)
 

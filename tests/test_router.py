@@ -7,7 +7,7 @@ import random
 import pytest
 from twisted.internet.task import Clock
 from twisted.words.xish import domish
-from wokkel.test.helpers import XmlStreamStub
+from twisted.words.xish.utility import EventDispatcher
 
 from client_proxy.dispatch import RandomStrategy
 from client_proxy.inflight import RequestTable
@@ -28,8 +28,47 @@ class FirstStrategy:
         return resources[0]
 
 
+class Stream:
+    """
+    A stub stream with the fast path's interface: IQs come in as
+    attributes and bytes; what the router sends is parsed back into
+    elements.
+    """
+
+    def __init__(self):
+        self.xmlstream = EventDispatcher()
+        self.iqHandler = None
+        self.xmlstream.setIQHandler = self.setIQHandler
+        self.sent = []
+        self.xmlstream.send = self.sent.append
+
+    def setIQHandler(self, handler):
+        self.iqHandler = handler
+
+    def receive(self, element):
+        """Deliver C{element} as the fast path would; return whether taken."""
+        inner = "".join(child.toXml() for child in element.elements()).encode()
+        return self.iqHandler(dict(element.attributes), inner)
+
+    @property
+    def output(self):
+        parsed = []
+        stream = domish.elementStream()
+        stream.DocumentStartEvent = lambda root: None
+        stream.ElementEvent = parsed.append
+        stream.DocumentEndEvent = lambda: None
+        stream.parse(b"<stream xmlns='jabber:component:accept'>" + b"".join(self.sent))
+        return parsed
+
+    def pop(self):
+        """The last stanza sent, parsed; it is removed."""
+        last = self.output[-1]
+        self.sent.pop()
+        return last
+
+
 def iq(type, sender, to, id="1234", payload=True):
-    element = domish.Element(("jabber:component:accept", "iq"))
+    element = domish.Element((None, "iq"))
     element["type"] = type
     element["from"] = sender
     element["to"] = to
@@ -41,13 +80,13 @@ def iq(type, sender, to, id="1234", payload=True):
 
 def error_of(element):
     assert element["type"] == "error", element.toXml()
-    error = next(element.elements(None, "error"))
+    error = next(e for e in element.elements() if e.name == "error")
     return error["type"], next(error.elements()).name
 
 
 @pytest.fixture
 def setup():
-    stub = XmlStreamStub()
+    stub = Stream()
     clock = Clock()
     resources = Resources()
     table = RequestTable(timeout=30, maxPerRequester=3, maxTotal=5)
@@ -60,15 +99,15 @@ def setup():
 def test_the_seed_exchange(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
-    stub.send(iq("get", USER, COMPONENT))
-    forwarded = stub.output.pop()
+    stub.receive(iq("get", USER, COMPONENT))
+    forwarded = stub.pop()
     assert forwarded["from"] == COMPONENT + "/" + USER
     assert forwarded["to"] == R1
     assert forwarded["id"] == "1234"
     assert next(forwarded.elements()).uri == "urn:test"
 
-    stub.send(iq("result", R1, COMPONENT + "/" + USER, payload=False))
-    answer = stub.output.pop()
+    stub.receive(iq("result", R1, COMPONENT + "/" + USER, payload=False))
+    answer = stub.pop()
     assert (answer["type"], answer["from"], answer["to"], answer["id"]) == (
         "result",
         COMPONENT,
@@ -80,8 +119,8 @@ def test_the_seed_exchange(setup):
 
 def test_no_resource_online(setup):
     stub, clock, resources, router = setup
-    stub.send(iq("set", USER, COMPONENT))
-    answer = stub.output.pop()
+    stub.receive(iq("set", USER, COMPONENT))
+    answer = stub.pop()
     assert error_of(answer) == ("cancel", "service-unavailable")
     assert (answer["to"], answer["from"]) == (USER, COMPONENT)
 
@@ -90,53 +129,75 @@ def test_requester_that_cannot_be_encoded(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
     long = "user@example.org/" + "x" * 1100
-    stub.send(iq("get", long, COMPONENT))
-    assert error_of(stub.output.pop()) == ("modify", "jid-malformed")
+    stub.receive(iq("get", long, COMPONENT))
+    assert error_of(stub.pop()) == ("modify", "jid-malformed")
 
 
 def test_request_to_a_full_jid_is_answered_from_it(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
-    stub.send(iq("get", USER, COMPONENT + "/anything"))
-    stub.send(iq("result", R1, COMPONENT + "/" + USER))
-    assert stub.output.pop()["from"] == COMPONENT + "/anything"
+    stub.receive(iq("get", USER, COMPONENT + "/anything"))
+    stub.receive(iq("result", R1, COMPONENT + "/" + USER))
+    assert stub.pop()["from"] == COMPONENT + "/anything"
 
 
 def test_unsolicited_answers_are_dropped(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
     resources.available(R2)
-    stub.send(iq("result", R1, COMPONENT + "/" + USER))
+    stub.receive(iq("result", R1, COMPONENT + "/" + USER))
     assert stub.output == []
-    stub.send(iq("get", USER, COMPONENT))
-    stub.output.pop()
-    stub.send(iq("result", R2, COMPONENT + "/" + USER))
+    stub.receive(iq("get", USER, COMPONENT))
+    stub.pop()
+    stub.receive(iq("result", R2, COMPONENT + "/" + USER))
     assert stub.output == [], "an answer from another resource"
-    stub.send(iq("result", R1, COMPONENT + "/" + USER))
+    stub.receive(iq("result", R1, COMPONENT + "/" + USER))
     assert len(stub.output) == 1
-    stub.send(iq("result", R1, COMPONENT + "/" + USER))
+    stub.receive(iq("result", R1, COMPONENT + "/" + USER))
     assert len(stub.output) == 1, "a duplicate answer"
 
 
-def test_answers_from_others_are_dropped(setup):
+def test_answers_from_others_are_left_to_other_handlers(setup):
+    """
+    Results and errors from anyone but the target answer the component's
+    own requests: the router does not take them.
+    """
     stub, clock, resources, router = setup
-    stub.send(iq("result", USER, COMPONENT))
-    stub.send(iq("error", USER, COMPONENT))
+    assert not stub.receive(iq("result", USER, COMPONENT))
+    assert not stub.receive(iq("error", USER, COMPONENT))
     assert stub.output == []
+
+
+def test_escaping_and_payload_pass_through(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    awkward = "user@example.org/it's <odd> & \"quoted\""
+    request = iq("set", awkward, COMPONENT, id="a'b")
+    request.addElement(("urn:other", "data"), content="x < y & z")
+    stub.receive(request)
+    forwarded = stub.pop()
+    assert forwarded["from"] == COMPONENT + "/" + awkward
+    assert forwarded["id"] == "a'b"
+    assert [(c.uri, c.name, str(c)) for c in forwarded.elements()] == [
+        ("urn:test", "query", ""),
+        ("urn:other", "data", "x < y & z"),
+    ]
+    stub.receive(iq("result", R1, COMPONENT + "/" + awkward, id="a'b"))
+    assert stub.pop()["to"] == awkward
 
 
 def test_timeout(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
-    stub.send(iq("get", USER, COMPONENT))
-    stub.output.pop()
+    stub.receive(iq("get", USER, COMPONENT))
+    stub.pop()
     clock.advance(29)
     assert stub.output == []
     clock.advance(1)
-    answer = stub.output.pop()
+    answer = stub.pop()
     assert error_of(answer) == ("wait", "remote-server-timeout")
     assert (answer["to"], answer["from"], answer["id"]) == (USER, COMPONENT, "1234")
-    stub.send(iq("result", R1, COMPONENT + "/" + USER))
+    stub.receive(iq("result", R1, COMPONENT + "/" + USER))
     assert stub.output == [], "a late answer is dropped"
     assert not clock.getDelayedCalls()
 
@@ -145,59 +206,59 @@ def test_limits(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
     for i in range(3):
-        stub.send(iq("get", USER, COMPONENT, id=str(i)))
-    stub.output.clear()
-    stub.send(iq("get", USER, COMPONENT, id="3"))
-    assert error_of(stub.output.pop()) == ("wait", "resource-constraint")
+        stub.receive(iq("get", USER, COMPONENT, id=str(i)))
+    stub.sent.clear()
+    stub.receive(iq("get", USER, COMPONENT, id="3"))
+    assert error_of(stub.pop()) == ("wait", "resource-constraint")
     for i in range(2):
-        stub.send(iq("get", "other@example.org/x", COMPONENT, id=str(i)))
-    stub.output.clear()
-    stub.send(iq("get", "third@example.org/x", COMPONENT))
-    assert error_of(stub.output.pop()) == ("wait", "resource-constraint")
+        stub.receive(iq("get", "other@example.org/x", COMPONENT, id=str(i)))
+    stub.sent.clear()
+    stub.receive(iq("get", "third@example.org/x", COMPONENT))
+    assert error_of(stub.pop()) == ("wait", "resource-constraint")
 
 
 def test_failover_of_a_get(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
     resources.available(R2)
-    stub.send(iq("get", USER, COMPONENT))
-    assert stub.output.pop()["to"] == R1
+    stub.receive(iq("get", USER, COMPONENT))
+    assert stub.pop()["to"] == R1
     resources.unavailable(R1)
-    again = stub.output.pop()
+    again = stub.pop()
     assert (again["to"], again["from"], again["id"]) == (R2, COMPONENT + "/" + USER, "1234")
-    stub.send(iq("error", R1, COMPONENT + "/" + USER))
+    stub.receive(iq("error", R1, COMPONENT + "/" + USER))
     assert stub.output == [], "a bounce from the old resource is dropped"
-    stub.send(iq("result", R2, COMPONENT + "/" + USER))
-    assert stub.output.pop()["type"] == "result"
+    stub.receive(iq("result", R2, COMPONENT + "/" + USER))
+    assert stub.pop()["type"] == "result"
 
 
 def test_set_is_not_repeated(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
     resources.available(R2)
-    stub.send(iq("set", USER, COMPONENT))
-    stub.output.pop()
+    stub.receive(iq("set", USER, COMPONENT))
+    stub.pop()
     resources.unavailable(R1)
-    assert error_of(stub.output.pop()) == ("wait", "recipient-unavailable")
+    assert error_of(stub.pop()) == ("wait", "recipient-unavailable")
     assert stub.output == []
 
 
 def test_get_with_no_resource_left(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
-    stub.send(iq("get", USER, COMPONENT))
-    stub.output.pop()
+    stub.receive(iq("get", USER, COMPONENT))
+    stub.pop()
     resources.clear()
-    assert error_of(stub.output.pop()) == ("cancel", "service-unavailable")
+    assert error_of(stub.pop()) == ("cancel", "service-unavailable")
     assert len(router.table) == 0
 
 
 def test_graceful_stop_answers_everything(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
-    stub.send(iq("get", USER, COMPONENT, id="1"))
-    stub.send(iq("set", USER, COMPONENT, id="2"))
-    stub.output.clear()
+    stub.receive(iq("get", USER, COMPONENT, id="1"))
+    stub.receive(iq("set", USER, COMPONENT, id="2"))
+    stub.sent.clear()
     assert router.answerAllWithError("recipient-unavailable", "wait", "stop") == 2
     assert sorted(a["id"] for a in stub.output) == ["1", "2"]
     assert not clock.getDelayedCalls()
@@ -206,7 +267,7 @@ def test_graceful_stop_answers_everything(setup):
 def test_connection_lost_clears_the_table(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
-    stub.send(iq("get", USER, COMPONENT))
+    stub.receive(iq("get", USER, COMPONENT))
     router.connectionLost(None)
     assert len(router.table) == 0
     assert not clock.getDelayedCalls()
@@ -214,10 +275,10 @@ def test_connection_lost_clears_the_table(setup):
 
 def test_requests_from_the_target(setup):
     stub, clock, resources, router = setup
-    stub.send(iq("get", R1, COMPONENT))
-    assert error_of(stub.output.pop()) == ("cancel", "bad-request")
-    stub.send(iq("get", R1, COMPONENT + "/user@example.org"))
-    assert error_of(stub.output.pop()) == ("cancel", "feature-not-implemented")
+    stub.receive(iq("get", R1, COMPONENT))
+    assert error_of(stub.pop()) == ("cancel", "bad-request")
+    stub.receive(iq("get", R1, COMPONENT + "/user@example.org"))
+    assert error_of(stub.pop()) == ("cancel", "feature-not-implemented")
 
 
 def test_random_strategy_uses_every_resource():

@@ -1,0 +1,211 @@
+"""
+The fast path: IQs routed as bytes, without building element trees.
+
+Routing an IQ needs only the attributes of its outer tag: the payload is
+passed through untouched. Building a L{domish} tree for every stanza and
+serializing it again costs more CPU than the XMPP server spends routing
+it, so IQs take a shorter way: expat finds where each stanza starts and
+ends, and an IQ handler gets the outer tag's attributes and the inner XML
+as bytes. Everything else (the stream header, presence, messages, and any
+IQ the handler declines) flows on to the ordinary Twisted parser and its
+observers, byte for byte as it arrived.
+"""
+
+import re
+from collections.abc import Callable
+from pyexpat import ExpatError, ParserCreate
+
+from twisted.python import failure
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.xish import domish
+
+#: The rest of a start tag after its first byte: attribute values are
+#: quoted and may hold a C{>}.
+_TAG = re.compile(rb"""<[^'">]*(?:(?:'[^']*'|"[^"]*")[^'">]*)*>""")
+_ATTRIBUTE_ESCAPES = re.compile(r"[&<'\n\r\t>]")
+_ESCAPES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "'": "&apos;",
+    "\n": "&#10;",
+    "\r": "&#13;",
+    "\t": "&#9;",
+}
+
+#: Called with an IQ's attributes and inner XML; returns C{True} when it
+#: took the stanza, C{False} to let it flow on to the element parser.
+IQHandler = Callable[[dict[str, str], bytes], bool]
+
+
+def escape(value: str) -> str:
+    """
+    Escape an attribute value for single quotes (XML 1.0, section 2.3);
+    whitespace is written as character references so that attribute value
+    normalization (section 3.3.3) gives it back unchanged.
+    """
+    if _ATTRIBUTE_ESCAPES.search(value) is None:
+        return value
+    return _ATTRIBUTE_ESCAPES.sub(lambda m: _ESCAPES[m.group()], value)
+
+
+def iqBytes(attributes: dict[str, str], inner: bytes) -> bytes:
+    """
+    Serialize an IQ from its attributes, in their order, and inner XML.
+    """
+    head = "<iq" + "".join(
+        " %s='%s'" % (name, escape(value)) for name, value in attributes.items()
+    )
+    if inner:
+        return (head + ">").encode("utf-8") + inner + b"</iq>"
+    return (head + "/>").encode("utf-8")
+
+
+def errorIQBytes(
+    stanzaID: str | None,
+    sender: str,
+    recipient: str,
+    condition: str,
+    errorType: str,
+    text: str | None = None,
+) -> bytes:
+    """
+    An IQ error (RFC 6120, 8.3) with a defined condition and optional text.
+    """
+    attributes = {"type": "error", "from": sender, "to": recipient}
+    if stanzaID is not None:
+        attributes["id"] = stanzaID
+    error = "<error type='%s'><%s xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>" % (
+        errorType,
+        condition,
+    )
+    if text:
+        error += (
+            "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>%s</text>"
+            % escape(text)
+        )
+    return iqBytes(attributes, (error + "</error>").encode("utf-8"))
+
+
+class StanzaSplitter:
+    """
+    Splits a stream's bytes into stanzas, and hands IQs to a handler.
+
+    Expat runs without namespace processing and without building anything:
+    its start and end events at depth 2 (the stanzas; depth 1 is the
+    stream's root) give each stanza's position in the stream. The bytes of
+    every stanza the IQ handler does not take, and everything between
+    stanzas, go to C{passThrough} in order, so that the element parser
+    behind it sees the same stream, less the IQs taken. If expat finds the
+    stream malformed, everything from that point on is passed through, and
+    the element parser reports the error as it always does.
+
+    @ivar onIQ: the L{IQHandler}, or C{None} to pass everything through.
+    """
+
+    def __init__(self, passThrough: Callable[[bytes], None]) -> None:
+        self.onIQ: IQHandler | None = None
+        self._passThrough = passThrough
+        self._parser = ParserCreate()
+        self._parser.StartElementHandler = self._start
+        self._parser.EndElementHandler = self._end
+        self._buffer = bytearray()
+        self._base = 0  # stream offset of the buffer's first byte
+        self._forwarded = 0  # stream offset up to which bytes were handled
+        self._depth = 0
+        self._broken = False
+        self._stanza: tuple[str, dict[str, str], int, int] | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self._broken:
+            self._passThrough(data)
+            return
+        self._buffer += data
+        try:
+            self._parser.Parse(data)
+        except ExpatError:
+            self._broken = True
+            self._passThrough(bytes(self._buffer[self._forwarded - self._base :]))
+            self._buffer.clear()
+            return
+        keep = self._stanza[2] if self._stanza is not None else self._forwarded
+        if keep > self._base:
+            del self._buffer[: keep - self._base]
+            self._base = keep
+
+    def _tagEnd(self, start: int) -> int:
+        """
+        The stream offset just past the start tag that begins at C{start}.
+        """
+        match = _TAG.match(self._buffer, start - self._base)
+        return match.end() + self._base
+
+    def _forwardUpTo(self, offset: int) -> None:
+        if offset > self._forwarded:
+            self._passThrough(
+                bytes(self._buffer[self._forwarded - self._base : offset - self._base])
+            )
+            self._forwarded = offset
+
+    def _start(self, name: str, attributes: dict[str, str]) -> None:
+        self._depth += 1
+        if self._depth == 1:
+            # The stream header goes through at once: the authenticator
+            # waits for it before anything else is sent.
+            self._forwardUpTo(self._tagEnd(self._parser.CurrentByteIndex))
+        elif self._depth == 2:
+            start = self._parser.CurrentByteIndex
+            self._forwardUpTo(start)
+            self._stanza = (name, attributes, start, self._tagEnd(start))
+
+    def _end(self, name: str) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._forwardUpTo(self._base + len(self._buffer))
+        elif self._depth == 1:
+            name, attributes, start, tagEnd = self._stanza
+            self._stanza = None
+            if self._buffer[tagEnd - self._base - 2] == 0x2F:  # "/>": empty
+                innerEnd = end = tagEnd
+            else:
+                innerEnd = self._parser.CurrentByteIndex
+                end = self._buffer.index(b">", innerEnd - self._base) + 1 + self._base
+            if (
+                name == "iq"
+                and self.onIQ is not None
+                and self.onIQ(
+                    attributes,
+                    bytes(self._buffer[tagEnd - self._base : innerEnd - self._base]),
+                )
+            ):
+                self._forwarded = end
+            else:
+                self._forwardUpTo(end)
+
+
+class FastXmlStream(xmlstream.XmlStream):
+    """
+    An XML stream whose IQs can be taken as bytes by an L{IQHandler}.
+
+    Until a handler is set with L{setIQHandler}, and for every stanza it
+    declines, the stream behaves as a plain L{xmlstream.XmlStream}.
+    """
+
+    def connectionMade(self) -> None:
+        self._splitter = StanzaSplitter(self._parse)
+        super().connectionMade()
+
+    def setIQHandler(self, handler: IQHandler | None) -> None:
+        self._splitter.onIQ = handler
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.rawDataInFn:
+            self.rawDataInFn(data)
+        try:
+            self._splitter.feed(data)
+        except domish.ParserError:
+            self.dispatch(failure.Failure(), xmlstream.STREAM_ERROR_EVENT)
+            self.transport.loseConnection()
+
+    def _parse(self, data: bytes) -> None:
+        self.stream.parse(data)

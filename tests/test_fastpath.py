@@ -1,0 +1,106 @@
+"""
+The fast path: stanzas found with expat, IQs taken as bytes.
+"""
+
+import pytest
+from twisted.internet.testing import StringTransport
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.xish import domish
+
+from client_proxy.fastpath import (
+    FastXmlStream,
+    StanzaSplitter,
+    errorIQBytes,
+    escape,
+    iqBytes,
+)
+
+HEADER = (
+    b"<?xml version='1.0'?><stream:stream xmlns:stream='http://etherx.jabber.org/streams'"
+    b" xmlns='jabber:component:accept' from='proxy.example.org' id='x'>"
+)
+STANZAS = (
+    b"<iq type='result' id='a&gt;' to='x' note='has > inside'/>"
+    b"<iq type='get' id='2'>  <q xmlns='u'>t&amp;x<b/>\xc3\xa9</q></iq>\n"
+    b"<presence from='s@x/r'/>"
+    b"<iq type='set' id='declined'></iq >"
+    b"<message><body>hi</body></message>"
+)
+STREAM = HEADER + STANZAS + b"</stream:stream>"
+
+
+def split(data, chunk, accept=lambda attributes: attributes["id"] != "declined"):
+    passed, taken = [], []
+    splitter = StanzaSplitter(passed.append)
+    splitter.onIQ = lambda attributes, inner: (
+        taken.append((attributes, inner)) or accept(attributes)
+    )
+    for i in range(0, len(data), chunk):
+        splitter.feed(data[i : i + chunk])
+    return b"".join(passed), taken
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 64, len(STREAM)])
+def test_split_at_any_read_boundary(chunk):
+    passed, taken = split(STREAM, chunk)
+    assert passed == (
+        HEADER
+        + b"\n<presence from='s@x/r'/><iq type='set' id='declined'></iq >"
+        + b"<message><body>hi</body></message></stream:stream>"
+    )
+    assert taken == [
+        ({"type": "result", "id": "a>", "to": "x", "note": "has > inside"}, b""),
+        ({"type": "get", "id": "2"}, b"  <q xmlns='u'>t&amp;x<b/>\xc3\xa9</q>"),
+        ({"type": "set", "id": "declined"}, b""),
+    ]
+
+
+def test_without_a_handler_everything_passes():
+    passed, taken = [], []
+    splitter = StanzaSplitter(passed.append)
+    splitter.feed(STREAM)
+    assert b"".join(passed) == STREAM
+
+
+def test_malformed_stream_passes_through_from_the_error_on():
+    passed, taken = split(HEADER + b"<iq type='get' id='1'></message>rest", 3)
+    assert b"".join([passed]).startswith(HEADER)
+    assert passed.endswith(b"</message>rest")
+    assert taken == []
+
+
+def test_escape():
+    assert escape("plain") == "plain"
+    assert escape("a'b<c&d>e\nf") == "a&apos;b&lt;c&amp;d&gt;e&#10;f"
+
+
+def test_iq_bytes_round_trip_through_a_real_parser():
+    attributes = {"type": "get", "to": "a'b<c&d\n", "xml:lang": "en"}
+    parsed = []
+    stream = domish.elementStream()
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = parsed.append
+    stream.parse(b"<stream xmlns='jabber:client'>")
+    stream.parse(iqBytes(attributes, b"<q xmlns='u'>x</q>"))
+    stream.parse(iqBytes(attributes, b""))
+    stream.parse(errorIQBytes("1", "a", "b", "service-unavailable", "cancel", "no <one>"))
+    assert parsed[0]["to"] == "a'b<c&d\n"
+    assert parsed[0].firstChildElement().uri == "u"
+    assert parsed[1].children == []
+    error = parsed[2].firstChildElement()
+    assert (error["type"], [c.name for c in error.elements()]) == (
+        "cancel",
+        ["service-unavailable", "text"],
+    )
+
+
+def test_fast_stream_hands_iqs_over_and_dispatches_the_rest():
+    xs = FastXmlStream(xmlstream.ConnectAuthenticator("proxy.example.org"))
+    xs.makeConnection(StringTransport())
+    dispatched = []
+    xs.addObserver("/*", dispatched.append)
+    taken = []
+    xs.setIQHandler(lambda attributes, inner: taken.append(attributes["id"]) or True)
+    xs.dataReceived(STREAM)
+    assert taken == ["a>", "2", "declined"]
+    assert [e.name for e in dispatched] == ["presence", "message"]
