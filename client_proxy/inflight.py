@@ -25,17 +25,23 @@ class Request:
     @ivar stanza: for a C{get}, the forwarded stanza, kept to send it again
         to another resource; C{None} for a C{set}, which is never repeated.
     @ivar deadline: when the requester is told that it timed out.
+    @ivar alias: the id the component gave the request when it sent it on
+        under its own name (a request from the target to someone else), or
+        C{None}.
     """
 
-    __slots__ = ("requester", "stanzaID", "to", "resource", "stanza", "deadline")
+    __slots__ = ("requester", "stanzaID", "to", "resource", "stanza", "deadline", "alias")
 
-    def __init__(self, requester, stanzaID, to, resource, stanza, deadline) -> None:
+    def __init__(
+        self, requester, stanzaID, to, resource, stanza, deadline, alias=None
+    ) -> None:
         self.requester: str = requester
         self.stanzaID: str = stanzaID
         self.to: str = to
         self.resource: str = resource
         self.stanza = stanza
         self.deadline: float = deadline
+        self.alias: str | None = alias
 
 
 class Refused(Exception):
@@ -75,12 +81,20 @@ class RequestTable:
         self._byResource: dict[str, dict[tuple[str, str], Request]] = {}
         self._perRequester: dict[str, int] = {}
         self._deadlines: deque[Request] = deque()
+        self._aliases: dict[str, Request] = {}
 
     def __len__(self) -> int:
         return len(self._requests)
 
     def add(
-        self, requester: str, stanzaID: str, to: str, resource: str, stanza, now: float
+        self,
+        requester: str,
+        stanzaID: str,
+        to: str,
+        resource: str,
+        stanza,
+        now: float,
+        alias: str | None = None,
     ) -> Request:
         """
         Record a request forwarded to C{resource}.
@@ -103,8 +117,12 @@ class RequestTable:
             raise Refused(
                 "resource-constraint", "wait", "too many requests in flight"
             )
-        request = Request(requester, stanzaID, to, resource, stanza, now + self.timeout)
+        request = Request(
+            requester, stanzaID, to, resource, stanza, now + self.timeout, alias
+        )
         self._requests[key] = request
+        if alias is not None:
+            self._aliases[alias] = request
         self._byResource.setdefault(resource, {})[key] = request
         self._perRequester[requester] = count + 1
         self._deadlines.append(request)
@@ -124,12 +142,31 @@ class RequestTable:
         self.remove(request)
         return request
 
+    def answerAlias(self, alias: str, sender: str) -> Request | None:
+        """
+        Take the request sent on as C{alias} that an answer from C{sender}
+        answers: C{sender} must be the address it was sent to, or a full JID
+        of it when it was sent to a bare JID (RFC 6120, 8.2.3; the account's
+        server may answer a bare JID).
+
+        @return: the request, now removed, or C{None}.
+        """
+        request = self._aliases.get(alias)
+        if request is None:
+            return None
+        if sender != request.resource and sender.partition("/")[0] != request.resource:
+            return None
+        self.remove(request)
+        return request
+
     def remove(self, request: Request) -> None:
         """
         Forget C{request}, which must be in flight.
         """
         key = (request.requester, request.stanzaID)
         del self._requests[key]
+        if request.alias is not None:
+            del self._aliases[request.alias]
         held = self._byResource[request.resource]
         del held[key]
         if not held:
@@ -198,4 +235,5 @@ class RequestTable:
         self._byResource.clear()
         self._perRequester.clear()
         self._deadlines.clear()
+        self._aliases.clear()
         return requests

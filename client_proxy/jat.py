@@ -16,6 +16,7 @@ L{twisted.words.protocols.jabber.jid.JID} objects for every stanza.
 
 from functools import lru_cache
 
+from twisted.words.protocols.jabber.jid import JID, InvalidFormat
 from twisted.words.protocols.jabber.xmpp_stringprep import resourceprep
 
 #: RFC 7622, section 3.4: a resourcepart is at most 1023 bytes.
@@ -44,6 +45,24 @@ def resource(address: str) -> str | None:
     """
     _, slash, rest = address.partition("/")
     return rest if slash else None
+
+
+def domain(address: str) -> str:
+    """
+    The domainpart of C{address}.
+    """
+    return bare(address).rpartition("@")[2]
+
+
+def isValidJID(address: str) -> bool:
+    """
+    Whether C{address} is a JID that stringprep leaves as it is, so that
+    the server routes it to the entity it names.
+    """
+    try:
+        return JID(address).full() == address
+    except InvalidFormat:
+        return False
 
 
 @lru_cache(maxsize=4096)

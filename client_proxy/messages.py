@@ -1,5 +1,5 @@
 """
-Messages to the component.
+Messages through the component, translated as IQs are.
 """
 
 from twisted.logger import Logger
@@ -7,36 +7,93 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.xmlstream import XMPPHandler
 from twisted.words.xish import domish
 
-from client_proxy.jat import bare
+from client_proxy import jat
+from client_proxy.dispatch import IStrategy
+from client_proxy.presence import Resources
 
 
-class MessageRefuser(XMPPHandler):
+class MessageRouter(XMPPHandler):
     """
-    Answers messages as mod_client_proxy does: they are not routed.
+    Routes messages between users and the target's resources.
 
-    A message from the target to the component's bare JID is a
-    C{bad-request}; any other message gets C{feature-not-implemented}.
-    Messages of type error are never answered (RFC 6120, 8.3.1), so that two
-    entities cannot bounce errors at each other for ever.
+    A message to the component (its bare JID or any full JID) from anyone
+    but the target goes to one online resource of the target, chosen by the
+    strategy, from C{<component>/<sender's full JID>}. A message from a
+    resource of the target to C{<component>/<JID>} goes to C{<JID>} from the
+    component's bare JID. Types and payloads are untouched.
+
+    A message that cannot be delivered (no resource online, an address
+    that cannot be translated) is answered with an error, except a message
+    of type error, which is never answered (RFC 6120, 8.3.1), so that two
+    entities cannot bounce errors at each other for ever. A message from
+    the target to the component's bare JID is a C{bad-request}: nobody is
+    behind that address.
     """
 
     log = Logger()
 
-    def __init__(self, component: str, target: str) -> None:
+    def __init__(
+        self, component: str, target: str, resources: Resources, strategy: IStrategy
+    ) -> None:
         super().__init__()
         self.component = component
         self.target = target
+        self.resources = resources
+        self.strategy = strategy
 
     def connectionInitialized(self) -> None:
         self.xmlstream.addObserver("/message", self.onMessage)
 
     def onMessage(self, message: domish.Element) -> None:
-        if message.getAttribute("type") == "error":
-            return
-        sender = message.getAttribute("from", "")
-        if bare(sender) == self.target and message.getAttribute("to") == self.component:
-            condition = "bad-request"
+        if jat.bare(message.getAttribute("from", "")) == self.target:
+            self.messageFromTargetReceived(message)
         else:
-            condition = "feature-not-implemented"
-        self.log.debug("Refusing a message from {sender}", sender=sender)
-        self.xmlstream.send(StanzaError(condition, "cancel").toResponse(message))
+            self.messageReceived(message)
+
+    def messageReceived(self, message: domish.Element) -> None:
+        """
+        A user wrote to the component: on to a resource of the target.
+        """
+        sender = message.getAttribute("from", "")
+        online = self.resources.online()
+        if not online:
+            self.refuse(message, "service-unavailable", "cancel", "no resource is online")
+            return
+        try:
+            translated = jat.encode(self.component, sender)
+        except jat.JATError as e:
+            self.refuse(message, "jid-malformed", "modify", str(e))
+            return
+        message["from"] = translated
+        message["to"] = self.strategy.choose(online, sender)
+        self.xmlstream.send(message)
+
+    def messageFromTargetReceived(self, message: domish.Element) -> None:
+        """
+        A resource of the target wrote to C{<component>/<JID>}: on to
+        C{<JID>}, from the component.
+        """
+        remote = jat.decode(self.component, message.getAttribute("to", ""))
+        if remote is None:
+            self.refuse(message, "bad-request", "cancel", None)
+            return
+        if not jat.isValidJID(remote) or jat.domain(remote) == self.component:
+            self.refuse(message, "jid-malformed", "modify", "not an address to send to")
+            return
+        message["from"] = self.component
+        message["to"] = remote
+        self.xmlstream.send(message)
+
+    def refuse(
+        self, message: domish.Element, condition: str, errorType: str, text: str | None
+    ) -> None:
+        """
+        Answer an undeliverable message with an error, unless it is one.
+        """
+        if message.getAttribute("type") == "error":
+            self.log.debug(
+                "Dropping an undeliverable error message from {sender}",
+                sender=message.getAttribute("from"),
+            )
+            return
+        self.xmlstream.send(StanzaError(condition, errorType, text).toResponse(message))

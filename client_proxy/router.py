@@ -2,6 +2,8 @@
 JAT routing of IQs between requesters and the target's resources.
 """
 
+import itertools
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.xmlstream import XMPPHandler
@@ -12,6 +14,10 @@ from client_proxy.dispatch import IStrategy
 from client_proxy.fastpath import errorIQBytes, escape, iqBytes
 from client_proxy.inflight import Refused, Request, RequestTable
 from client_proxy.presence import IResourceObserver, Resources
+
+#: Ids of the requests the component sends on for the target start with
+#: this; the rest is a counter.
+ALIAS_PREFIX = "client-proxy-"
 
 
 @implementer(IResourceObserver)
@@ -30,6 +36,10 @@ class IQRouter(XMPPHandler):
     C{id} and payload untouched. The resource's answer (result or error)
     to that address goes back to the requester, from the address the
     requester wrote.
+
+    The other way, a request from a resource of the target to
+    C{<component>/<JID>} goes on to C{<JID>} from the component's bare JID
+    (see L{requestFromTargetReceived}), and its answer back to the resource.
 
     Every request gets exactly one answer: from the resource, or an error
     from the component when no resource is online, a limit is reached, the
@@ -60,6 +70,7 @@ class IQRouter(XMPPHandler):
         self.table = table
         self.clock = clock
         self._expiry = None
+        self._aliases = itertools.count()
         resources.addObserver(self)
 
     def connectionInitialized(self) -> None:
@@ -83,16 +94,19 @@ class IQRouter(XMPPHandler):
         """
         An IQ arrived: C{iq} holds its attributes, C{inner} its payload.
 
-        @return: whether the router took it; results and errors that are
-            not from the target are left to other handlers (the answers to
-            the component's own requests).
+        @return: whether the router took it; results and errors that answer
+            nothing the router sent are left to other handlers (the answers
+            to the component's own requests).
         """
         fromTarget = jat.bare(iq.get("from", "")) == self.target
         if iq.get("type") in ("get", "set"):
             if fromTarget:
-                self.requestFromTargetReceived(iq)
+                self.requestFromTargetReceived(iq, inner)
             else:
                 self.requestReceived(iq, inner)
+            return True
+        if iq.get("id", "").startswith(ALIAS_PREFIX) and iq.get("to") == self.component:
+            self.outboundAnswerReceived(iq, inner)
             return True
         if fromTarget:
             self.answerReceived(iq, inner)
@@ -168,17 +182,61 @@ class IQRouter(XMPPHandler):
         iq["to"] = request.requester
         self.xmlstream.send(iqBytes(iq, inner))
 
-    def requestFromTargetReceived(self, iq: dict[str, str]) -> None:
+    def requestFromTargetReceived(self, iq: dict[str, str], inner: bytes) -> None:
         """
-        The target sent a request to the component.
+        A resource of the target sent a get or set to the component.
 
-        To the bare JID it is a C{bad-request}, as mod_client_proxy
-        answers; requests to translated addresses are not supported yet.
+        To C{<component>/<JID>} it goes on to C{<JID>}, from the component's
+        bare JID and with an id of the component's own, so that two
+        resources using the same id never collide; the answer comes back to
+        the resource with the original id, from C{<component>/<JID>}. To
+        the component's bare JID it is a C{bad-request}, as
+        mod_client_proxy answers: nobody is behind it.
         """
-        if iq.get("to", "") == self.component:
+        sender = iq["from"]
+        addressedTo = iq.get("to", "")
+        remote = jat.decode(self.component, addressedTo)
+        if remote is None:
             self.refuse(iq, "bad-request", "cancel", None)
-        else:
-            self.refuse(iq, "feature-not-implemented", "cancel", None)
+            return
+        if not jat.isValidJID(remote) or jat.domain(remote) == self.component:
+            self.refuse(iq, "jid-malformed", "modify", "not an address to send to")
+            return
+        stanzaID = iq.get("id")
+        if stanzaID is None:
+            self.refuse(iq, "bad-request", "modify", "an IQ request needs an id")
+            return
+        alias = ALIAS_PREFIX + str(next(self._aliases))
+        try:
+            self.table.add(
+                sender, stanzaID, addressedTo, remote, None, self.clock.seconds(), alias
+            )
+        except Refused as e:
+            self.refuse(iq, e.condition, e.errorType, e.text)
+            return
+        self._scheduleExpiry()
+        self.xmlstream.send(
+            iqBytes({**iq, "from": self.component, "to": remote, "id": alias}, inner)
+        )
+
+    def outboundAnswerReceived(self, iq: dict[str, str], inner: bytes) -> None:
+        """
+        An answer to a request the component sent on for the target: back
+        to the resource that asked, with its own id.
+        """
+        request = self.table.answerAlias(iq["id"], iq.get("from", ""))
+        if request is None:
+            self.log.info(
+                "Dropping an unsolicited IQ {type} from {sender} with id {id}",
+                type=iq.get("type"),
+                sender=iq.get("from"),
+                id=iq["id"],
+            )
+            return
+        iq["from"] = request.to
+        iq["to"] = request.requester
+        iq["id"] = request.stanzaID
+        self.xmlstream.send(iqBytes(iq, inner))
 
     def resourceOnline(self, resource: str) -> None:
         pass

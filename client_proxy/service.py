@@ -26,7 +26,7 @@ from client_proxy.config import ProxyConfig
 from client_proxy.dispatch import STRATEGIES
 from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
-from client_proxy.messages import MessageRefuser
+from client_proxy.messages import MessageRouter
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
 
@@ -151,11 +151,12 @@ def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> Mul
 
     manager = StreamManager(factory, reactor=reactor)
     table = RequestTable(config.timeout, config.maxInFlightPerRequester, config.maxInFlight)
+    strategy = STRATEGIES[config.strategy](resources, table)
     router = IQRouter(
         config.jid,
         config.target,
         resources,
-        STRATEGIES[config.strategy](resources, table),
+        strategy,
         table,
         reactor,
     )
@@ -163,7 +164,7 @@ def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> Mul
     TargetPresenceHandler(
         JID(config.jid), JID(config.target), resources, reactor
     ).setHandlerParent(manager)
-    MessageRefuser(config.jid, config.target).setHandlerParent(manager)
+    MessageRouter(config.jid, config.target, resources, strategy).setHandlerParent(manager)
 
     proxy = MultiService()
     proxy.setName(config.jid)
@@ -176,3 +177,16 @@ def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> Mul
     connection.setServiceParent(proxy)
     GracefulStop(router, manager).setServiceParent(proxy)
     return proxy
+
+
+def makeProxiesService(
+    configs: list[ProxyConfig], reactor: IReactorTime | None = None
+) -> MultiService:
+    """
+    Build one service holding a proxy (L{makeService}) per configuration,
+    each with its own component connection, named by its JID.
+    """
+    proxies = MultiService()
+    for config in configs:
+        makeService(config, reactor).setServiceParent(proxies)
+    return proxies

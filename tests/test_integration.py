@@ -133,19 +133,6 @@ def test_resource_going_offline_is_forgotten(prosody, target, clients, proxy):
         assert requester.iq(COMPONENT).find("{urn:test}served").get("by") == "b"
 
 
-def test_messages_and_presence_get_mod_client_proxy_answers(prosody, target, clients, proxy):
-    service = clients(user(target), "a", Responder)
-    p = proxy(target)
-    online(p, service.jid)
-    someone = clients("user", "chatty")
-    someone.send("<message to='%s' id='m1'><body>hi</body></message>" % COMPONENT)
-    answer = someone.wait_for(lambda s: s.get("id") == "m1")
-    assert error_condition(answer) == "feature-not-implemented"
-    someone.send("<presence to='%s' id='p1'/>" % COMPONENT)
-    answer = someone.wait_for(lambda s: s.get("id") == "p1")
-    assert error_condition(answer) == "bad-request"
-
-
 def test_wrong_secret_is_an_authentication_failure(prosody, target, proxy):
     p = proxy(target, secret="not-the-secret")
     p.wait_for_log("Authentication failed")

@@ -1,15 +1,22 @@
 """
-Messages get mod_client_proxy's answers.
+Messages through the component.
 """
 
 import pytest
 from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
 
-from client_proxy.messages import MessageRefuser
+from client_proxy.messages import MessageRouter
+from client_proxy.presence import Resources
 
 COMPONENT = "proxy.example.org"
 TARGET = "service@example.org"
+USER = "user@example.org/x"
+
+
+class FirstStrategy:
+    def choose(self, resources, requester):
+        return resources[0]
 
 
 def message(sender, to, type=None):
@@ -22,22 +29,60 @@ def message(sender, to, type=None):
     return element
 
 
-@pytest.mark.parametrize(
-    "sender, to, condition",
-    [
-        ("user@example.org/x", COMPONENT, "feature-not-implemented"),
-        (TARGET + "/a", COMPONENT, "bad-request"),
-        (TARGET + "/a", COMPONENT + "/user@example.org", "feature-not-implemented"),
-    ],
-)
-def test_answers(sender, to, condition):
+@pytest.fixture
+def setup():
     stub = XmlStreamStub()
-    handler = MessageRefuser(COMPONENT, TARGET)
+    resources = Resources()
+    handler = MessageRouter(COMPONENT, TARGET, resources, FirstStrategy())
     handler.makeConnection(stub.xmlstream)
     handler.connectionInitialized()
-    stub.send(message(sender, to))
+    return stub, resources
+
+
+@pytest.mark.parametrize("to", [COMPONENT, COMPONENT + "/anything"])
+@pytest.mark.parametrize("type", [None, "chat", "headline", "error"])
+def test_user_to_a_resource(setup, to, type):
+    stub, resources = setup
+    resources.available(TARGET + "/a")
+    stub.send(message(USER, to, type))
+    sent = stub.output.pop()
+    assert (sent["from"], sent["to"], sent.getAttribute("type")) == (
+        COMPONENT + "/" + USER,
+        TARGET + "/a",
+        type,
+    )
+    assert str(sent.body) == "hi"
+
+
+def test_no_resource_online(setup):
+    stub, resources = setup
+    stub.send(message(USER, COMPONENT, "chat"))
     answer = stub.output.pop()
-    assert (answer["type"], answer["to"], answer["from"]) == ("error", sender, to)
-    assert condition in answer.toXml()
-    stub.send(message(sender, to, "error"))
+    assert (answer["type"], answer["to"], answer["from"]) == ("error", USER, COMPONENT)
+    assert "service-unavailable" in answer.toXml()
+    stub.send(message(USER, COMPONENT, "error"))
+    assert stub.output == [], "errors are never answered"
+
+
+def test_target_to_a_user(setup):
+    stub, resources = setup
+    stub.send(message(TARGET + "/a", COMPONENT + "/" + USER, "chat"))
+    sent = stub.output.pop()
+    assert (sent["from"], sent["to"], sent["type"]) == (COMPONENT, USER, "chat")
+
+
+@pytest.mark.parametrize(
+    "to, condition",
+    [
+        (COMPONENT, "bad-request"),
+        (COMPONENT + "/" + COMPONENT, "jid-malformed"),
+        (COMPONENT + "/not a jid@", "jid-malformed"),
+    ],
+)
+def test_target_to_nowhere(setup, to, condition):
+    stub, resources = setup
+    stub.send(message(TARGET + "/a", to))
+    answer = stub.output.pop()
+    assert answer["type"] == "error" and condition in answer.toXml()
+    stub.send(message(TARGET + "/a", to, "error"))
     assert stub.output == []

@@ -273,12 +273,72 @@ def test_connection_lost_clears_the_table(setup):
     assert not clock.getDelayedCalls()
 
 
-def test_requests_from_the_target(setup):
+def test_request_from_the_target_to_the_bare_component(setup):
     stub, clock, resources, router = setup
     stub.receive(iq("get", R1, COMPONENT))
     assert error_of(stub.pop()) == ("cancel", "bad-request")
+
+
+def test_outbound_request_and_answer(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    resources.available(R2)
+    stub.receive(iq("get", R1, COMPONENT + "/" + USER, id="same"))
+    stub.receive(iq("get", R2, COMPONENT + "/" + USER, id="same"))
+    first, second = stub.output
+    assert (first["from"], first["to"]) == (COMPONENT, USER)
+    assert first["id"] != second["id"], "the component's own ids on the way out"
+    assert next(first.elements()).uri == "urn:test"
+    stub.sent.clear()
+    stub.receive(iq("result", USER, COMPONENT, id=second["id"]))
+    stub.receive(iq("result", USER, COMPONENT, id=first["id"]))
+    to_second, to_first = stub.output
+    assert (to_first["to"], to_first["from"], to_first["id"]) == (
+        R1,
+        COMPONENT + "/" + USER,
+        "same",
+    )
+    assert to_second["to"] == R2
+    stub.sent.clear()
+    assert stub.receive(iq("result", USER, COMPONENT, id=first["id"])), "a duplicate"
+    assert stub.output == []
+
+
+def test_outbound_answer_from_someone_else_is_dropped(setup):
+    stub, clock, resources, router = setup
+    stub.receive(iq("set", R1, COMPONENT + "/" + USER))
+    alias = stub.pop()["id"]
+    assert stub.receive(iq("result", "evil@example.org/x", COMPONENT, id=alias))
+    assert stub.output == []
+    stub.receive(iq("error", USER, COMPONENT, id=alias))
+    assert stub.pop()["type"] == "error"
+
+
+def test_outbound_to_a_bare_jid_answered_by_a_full_jid(setup):
+    stub, clock, resources, router = setup
     stub.receive(iq("get", R1, COMPONENT + "/user@example.org"))
-    assert error_of(stub.pop()) == ("cancel", "feature-not-implemented")
+    alias = stub.pop()["id"]
+    stub.receive(iq("result", "user@example.org/phone", COMPONENT, id=alias))
+    assert stub.pop()["to"] == R1
+
+
+def test_outbound_timeout(setup):
+    stub, clock, resources, router = setup
+    stub.receive(iq("get", R1, COMPONENT + "/" + USER, id="mine"))
+    alias = stub.pop()["id"]
+    clock.advance(30)
+    answer = stub.pop()
+    assert error_of(answer) == ("wait", "remote-server-timeout")
+    assert (answer["to"], answer["from"], answer["id"]) == (R1, COMPONENT + "/" + USER, "mine")
+    stub.receive(iq("result", USER, COMPONENT, id=alias))
+    assert stub.output == [], "a late answer"
+
+
+@pytest.mark.parametrize("to", [COMPONENT + "/" + COMPONENT, COMPONENT + "/bad jid@"])
+def test_outbound_to_nowhere(setup, to):
+    stub, clock, resources, router = setup
+    stub.receive(iq("get", R1, to))
+    assert error_of(stub.pop()) == ("modify", "jid-malformed")
 
 
 def test_random_strategy_uses_every_resource():
