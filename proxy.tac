@@ -1,17 +1,19 @@
-# twistd -ny proxy.tac, configured by the environment:
-# CLIENT_PROXY_JID, CLIENT_PROXY_TARGET, CLIENT_PROXY_SECRET_FILE (or
-# CLIENT_PROXY_SECRET), CLIENT_PROXY_ENDPOINT and the others in README.rst.
+# twistd -ny proxy.tac, configured by the environment: either
+# CLIENT_PROXY_CONFIG, a TOML file describing any number of proxies (see
+# contrib/proxy.toml.example), or, for one proxy, CLIENT_PROXY_JID,
+# CLIENT_PROXY_TARGET, CLIENT_PROXY_SECRET_FILE (or CLIENT_PROXY_SECRET),
+# CLIENT_PROXY_ENDPOINT and the others in README.rst.
 from twisted.application.service import Application
 
-from client_proxy.config import ConfigError, fromEnvironment
-from client_proxy.service import makeService
+from client_proxy.config import ConfigError, proxiesFromEnvironment
+from client_proxy.service import makeProxiesService
 
 try:
-    config = fromEnvironment()
+    configs = proxiesFromEnvironment()
 except ConfigError as e:
     # SystemExit passes through twistd's loader, which would print a
     # traceback for any other exception.
     raise SystemExit("client-proxy: %s" % (e,))
 
 application = Application("client-proxy")
-makeService(config).setServiceParent(application)
+makeProxiesService(configs).setServiceParent(application)

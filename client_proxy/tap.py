@@ -7,53 +7,95 @@ from twisted.python import usage
 
 from client_proxy import config
 from client_proxy.dispatch import STRATEGIES
-from client_proxy.service import makeService as makeProxyService
+from client_proxy.service import makeProxiesService
+
+#: The options that configure one proxy: with --config, the file holds them.
+PROXY_OPTIONS = (
+    "jid",
+    "target",
+    "secret-file",
+    "secret",
+    "endpoint",
+    "timeout",
+    "max-in-flight-per-requester",
+    "max-in-flight",
+    "strategy",
+)
 
 
 class Options(usage.Options):
-    synopsis = "--jid JID --target JID --secret-file FILE [options]"
+    synopsis = "--jid JID --target JID --secret-file FILE [options] | --config FILE"
     longdesc = (
         "An XMPP component (XEP-0114) that forwards IQ requests sent to it to "
         "the online resources of one account, the implementing client. Give "
         "the secret in a file (--secret-file) or the environment "
         "(CLIENT_PROXY_SECRET_FILE, CLIENT_PROXY_SECRET): a secret on the "
-        "command line is visible to every user of the machine."
+        "command line is visible to every user of the machine. To run several "
+        "proxies in one process, each with its own component connection, "
+        "describe them in a TOML file given with --config (see "
+        "contrib/proxy.toml.example); the options of a proxy then go in the "
+        "file, not on the command line."
     )
+    # The defaults of a proxy's options are build()'s: None here tells an
+    # option left out from one given, which --config refuses.
     optParameters = [
+        ["config", None, None,
+         "A TOML file describing one or more proxies ([[proxy]] tables); "
+         "replaces the options below."],
         ["jid", None, None, "The component's JID, e.g. proxy.example.org."],
         ["target", None, None, "The implementing client's bare JID."],
         ["secret-file", None, None, "A file holding the component secret."],
         ["secret", None, None, "The component secret (prefer --secret-file)."],
-        ["endpoint", None, config.DEFAULT_ENDPOINT,
+        ["endpoint", None, None,
          "The server's component port, as a Twisted client endpoint string "
-         "(tcp:..., tls:..., unix:...)."],
-        ["timeout", None, config.ProxyConfig.timeout,
-         "Seconds a request may wait for its answer."],
-        ["max-in-flight-per-requester", None,
-         config.ProxyConfig.maxInFlightPerRequester,
-         "Requests one requester may have in flight."],
-        ["max-in-flight", None, config.ProxyConfig.maxInFlight,
-         "Requests all requesters together may have in flight."],
-        ["strategy", None, config.ProxyConfig.strategy,
-         "How a resource is chosen: %s." % ", ".join(sorted(STRATEGIES))],
+         "(tcp:..., tls:..., unix:...) [default: %s]" % (config.DEFAULT_ENDPOINT,)],
+        ["timeout", None, None,
+         "Seconds a request may wait for its answer [default: %s]"
+         % (config.ProxyConfig.timeout,)],
+        ["max-in-flight-per-requester", None, None,
+         "Requests one requester may have in flight [default: %s]"
+         % (config.ProxyConfig.maxInFlightPerRequester,)],
+        ["max-in-flight", None, None,
+         "Requests all requesters together may have in flight [default: %s]"
+         % (config.ProxyConfig.maxInFlight,)],
+        ["strategy", None, None,
+         "How a resource is chosen: %s [default: %s]"
+         % (", ".join(sorted(STRATEGIES)), config.ProxyConfig.strategy)],
     ]
 
     def postOptions(self) -> None:
         try:
-            self["config"] = config.build(
-                jid=self["jid"],
-                target=self["target"],
-                secret=self["secret"],
-                secretFile=self["secret-file"],
-                endpoint=self["endpoint"],
-                timeout=self["timeout"],
-                maxInFlightPerRequester=self["max-in-flight-per-requester"],
-                maxInFlight=self["max-in-flight"],
-                strategyName=self["strategy"],
-            )
+            if self["config"] is not None:
+                self["proxies"] = self._fromFile(self["config"])
+            else:
+                self["proxies"] = [
+                    config.build(
+                        jid=self["jid"],
+                        target=self["target"],
+                        secret=self["secret"],
+                        secretFile=self["secret-file"],
+                        endpoint=self["endpoint"],
+                        timeout=self["timeout"],
+                        maxInFlightPerRequester=self["max-in-flight-per-requester"],
+                        maxInFlight=self["max-in-flight"],
+                        strategyName=self["strategy"],
+                    )
+                ]
         except config.ConfigError as e:
             raise usage.UsageError(str(e))
 
+    def _fromFile(self, path: str) -> list[config.ProxyConfig]:
+        given = ["--" + name for name in PROXY_OPTIONS if self[name] is not None]
+        if given:
+            raise usage.UsageError(
+                "--config %s describes the proxies: give their settings in the "
+                "file, not with %s" % (path, ", ".join(given))
+            )
+        return config.loadFile(path)
+
 
 def makeService(options: Options) -> IService:
-    return makeProxyService(options["config"])
+    """
+    One service holding the service of every proxy configured.
+    """
+    return makeProxiesService(options["proxies"])

@@ -39,7 +39,7 @@ def test_secret_never_in_repr():
         (dict(target=None), "target is missing"),
         (dict(endpoint="bogus:thing"), "does not parse"),
         (dict(endpoint="tcp:host=x"), "does not parse"),
-        (dict(timeout="soon"), "timeout 'soon' is not a float"),
+        (dict(timeout="soon"), "timeout 'soon' is not a number"),
         (dict(timeout="-1"), "must be positive"),
         (dict(strategy_name="fastest"), None),
     ],
@@ -84,3 +84,30 @@ def test_from_environment(tmp_path):
         }
     )
     assert (c.endpoint, c.timeout) == ("unix:path=/run/xmpp.sock", 5.0)
+
+
+@pytest.mark.parametrize(
+    "settings, key, detail",
+    [
+        (dict(timeout=0), "timeout", "must be positive, not 0"),
+        (dict(timeout="inf"), "timeout", "must be a finite number, not 'inf'"),
+        (dict(maxInFlight="x"), "maxInFlight", "'x' is not an integer"),
+        (dict(jid="a@proxy.example.org"), "jid", "'a@proxy.example.org' must be a bare domain"),
+        (dict(secret=None, secretFile="/nonexistent"), "secretFile", "cannot read"),
+        (dict(secret=None), "secret", "is missing"),
+    ],
+)
+def test_errors_carry_the_key(settings, key, detail):
+    """
+    An error says which parameter is at fault, and what is wrong without
+    the setting's name, for callers that name it their own way.
+    """
+    with pytest.raises(config.ConfigError) as raised:
+        build(**settings)
+    assert raised.value.key == key
+    assert raised.value.detail.startswith(detail)
+
+
+def test_empty_means_default():
+    c = build(timeout="", endpoint="", strategyName="", maxInFlight=None)
+    assert (c.timeout, c.endpoint, c.strategy) == (30.0, config.DEFAULT_ENDPOINT, "random")
