@@ -64,7 +64,7 @@ def proxy(prosody):
 
     yield start
     for process in started:
-        process.stop()
+        process.remove()
 
 
 def user(target):

@@ -152,6 +152,7 @@ def test_proxy_tac_from_the_environment(prosody, target, clients, tmp_path):
             "CLIENT_PROXY_SECRET_FILE": str(secret_file),
             "CLIENT_PROXY_ENDPOINT": "tcp:host=127.0.0.1:port=%d" % prosody.component_port,
         },
+        workdir=tmp_path,
     )
     service = clients(user(target), "a", Responder)
     with process:

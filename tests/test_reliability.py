@@ -247,7 +247,7 @@ def test_server_crash_and_restart(own_prosody):
         requester.kill()
         service.kill()
     finally:
-        p.stop()
+        p.remove()
 
 
 def test_churn(prosody, target, clients, proxy):

@@ -3,6 +3,7 @@ The proxy as users run it: a C{twistd} process of the installed package.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,12 +24,16 @@ class ProxyProcess:
     @param args: what follows C{twistd -n --pidfile= -l LOG}: C{client-proxy}
         and its options, or C{-y proxy.tac}.
     @param env: variables added to the environment.
+    @param workdir: its folder (for the log); by default a new temporary
+        one, which L{remove} removes.
     """
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, workdir: Path | None = None
+    ) -> None:
         self.args = args
         self.env = dict(os.environ, **(env or {}))
-        self.workdir = Path(tempfile.mkdtemp(prefix="client-proxy-"))
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="client-proxy-"))
         self.logfile = self.workdir / "twistd.log"
         self.process: subprocess.Popen | None = None
 
@@ -85,6 +90,13 @@ class ProxyProcess:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def remove(self) -> None:
+        """
+        Stop the process and remove its folder, log included.
+        """
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
 
 def client_proxy(prosody, target: str, *options: str, secret: str | None = None) -> ProxyProcess:
     """
@@ -111,12 +123,13 @@ def run_twistd(args: list[str], env: dict[str, str] | None = None, timeout: floa
     Run twistd to completion (for configuration errors): its exit code and
     everything it printed.
     """
-    done = subprocess.run(
-        [TWISTD, "-n", "--pidfile="] + args,
-        env=dict(os.environ, **(env or {})),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=tempfile.mkdtemp(prefix="client-proxy-"),
-    )
+    with tempfile.TemporaryDirectory(prefix="client-proxy-") as workdir:
+        done = subprocess.run(
+            [TWISTD, "-n", "--pidfile="] + args,
+            env=dict(os.environ, **(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=workdir,
+        )
     return done.returncode, done.stdout + done.stderr
