@@ -33,6 +33,10 @@ _ESCAPES = {
     "\t": "&#9;",
 }
 
+_CONDITION = re.compile(
+    rb"""<([a-z-]+)\s+xmlns=['"]urn:ietf:params:xml:ns:xmpp-stanzas['"]"""
+)
+
 #: Called with an IQ's attributes and inner XML; returns C{True} when it
 #: took the stanza, C{False} to let it flow on to the element parser.
 IQHandler = Callable[[dict[str, str], bytes], bool]
@@ -85,6 +89,17 @@ def errorIQBytes(
             % escape(text)
         )
     return iqBytes(attributes, (error + "</error>").encode("utf-8"))
+
+
+def errorCondition(inner: bytes) -> str:
+    """
+    The defined condition of the error in an IQ error's payload (RFC 6120,
+    8.3.3), or C{"undefined-condition"} if there is none.
+    """
+    for match in _CONDITION.finditer(inner):
+        if match.group(1) != b"text":
+            return match.group(1).decode("ascii")
+    return "undefined-condition"
 
 
 class StanzaSplitter:

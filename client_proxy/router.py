@@ -11,8 +11,9 @@ from zope.interface import implementer
 
 from client_proxy import jat
 from client_proxy.dispatch import IStrategy
-from client_proxy.fastpath import errorIQBytes, escape, iqBytes
+from client_proxy.fastpath import errorCondition, errorIQBytes, escape, iqBytes
 from client_proxy.inflight import Refused, Request, RequestTable
+from client_proxy.metrics import IMetrics, NoMetrics
 from client_proxy.presence import IResourceObserver, Resources
 
 #: Ids of the requests the component sends on for the target start with
@@ -61,8 +62,10 @@ class IQRouter(XMPPHandler):
         strategy: IStrategy,
         table: RequestTable,
         clock: IReactorTime,
+        metrics: IMetrics | None = None,
     ) -> None:
         super().__init__()
+        self.metrics = metrics or NoMetrics()
         self.component = component
         self.target = target
         self.resources = resources
@@ -117,6 +120,7 @@ class IQRouter(XMPPHandler):
         """
         A requester sent a get or set: forward it to a resource.
         """
+        self.metrics.requestReceived()
         requester = iq.get("from", "")
         online = self.resources.online()
         if not online:
@@ -147,11 +151,13 @@ class IQRouter(XMPPHandler):
                 requester=requester,
                 reason=e.text,
             )
+            self.metrics.answerSent("error", e.condition)
             self.xmlstream.send(
                 errorIQBytes(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text)
             )
             return
         self._scheduleExpiry()
+        self.metrics.requestForwarded()
         if stanza is None:
             self.xmlstream.send(iqBytes({"to": resource, **iq}, inner))
         else:
@@ -171,6 +177,7 @@ class IQRouter(XMPPHandler):
         if requester is not None:
             request = self.table.answer(requester, iq.get("id"), sender)
         if request is None:
+            self.metrics.stanzaDropped("unsolicited")
             self.log.info(
                 "Dropping an unsolicited IQ {type} from {sender} to {to}",
                 type=iq.get("type"),
@@ -178,6 +185,17 @@ class IQRouter(XMPPHandler):
                 to=iq.get("to"),
             )
             return
+        self._answered(request, iq, inner)
+
+    def _answered(self, request: Request, iq: dict[str, str], inner: bytes) -> None:
+        """
+        Send the answer to C{request} to its requester.
+        """
+        type = iq.get("type")
+        self.metrics.answerSent(type, errorCondition(inner) if type == "error" else "")
+        self.metrics.answerTime(
+            self.clock.seconds() - (request.deadline - self.table.timeout)
+        )
         iq["from"] = request.to
         iq["to"] = request.requester
         self.xmlstream.send(iqBytes(iq, inner))
@@ -226,6 +244,7 @@ class IQRouter(XMPPHandler):
         """
         request = self.table.answerAlias(iq["id"], iq.get("from", ""))
         if request is None:
+            self.metrics.stanzaDropped("unsolicited")
             self.log.info(
                 "Dropping an unsolicited IQ {type} from {sender} with id {id}",
                 type=iq.get("type"),
@@ -233,10 +252,8 @@ class IQRouter(XMPPHandler):
                 id=iq["id"],
             )
             return
-        iq["from"] = request.to
-        iq["to"] = request.requester
         iq["id"] = request.stanzaID
-        self.xmlstream.send(iqBytes(iq, inner))
+        self._answered(request, iq, inner)
 
     def resourceOnline(self, resource: str) -> None:
         pass
@@ -252,6 +269,7 @@ class IQRouter(XMPPHandler):
             if request.stanza is not None and online:
                 moved = self.strategy.choose(online, request.requester)
                 self.table.move(request, moved)
+                self.metrics.requestRetried()
                 self.log.info(
                     "{resource} went offline; sending a request of {requester} "
                     "to {moved}",
@@ -281,6 +299,7 @@ class IQRouter(XMPPHandler):
         """
         Answer a request that was not forwarded with a stanza error.
         """
+        self.metrics.answerSent("error", condition)
         self.xmlstream.send(
             errorIQBytes(
                 iq.get("id"),
@@ -298,6 +317,7 @@ class IQRouter(XMPPHandler):
         """
         Answer a request in flight, no longer in the table, with an error.
         """
+        self.metrics.answerSent("error", condition)
         self.xmlstream.send(
             errorIQBytes(
                 request.stanzaID, request.to, request.requester, condition, errorType, text
@@ -337,6 +357,7 @@ class IQRouter(XMPPHandler):
         """
         self._expiry = None
         for request in self.table.expire(self.clock.seconds()):
+            self.metrics.requestTimedOut()
             self.log.info(
                 "A request of {requester} to {resource} timed out",
                 requester=request.requester,

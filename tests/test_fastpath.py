@@ -10,6 +10,7 @@ from twisted.words.xish import domish
 from client_proxy.fastpath import (
     FastXmlStream,
     StanzaSplitter,
+    errorCondition,
     errorIQBytes,
     escape,
     iqBytes,
@@ -104,3 +105,11 @@ def test_fast_stream_hands_iqs_over_and_dispatches_the_rest():
     xs.dataReceived(STREAM)
     assert taken == ["a>", "2", "declined"]
     assert [e.name for e in dispatched] == ["presence", "message"]
+
+
+def test_error_condition():
+    assert errorCondition(
+        b"<error type='cancel'><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>x</text>"
+        b"<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+    ) == "item-not-found"
+    assert errorCondition(b"<error type='cancel'/>") == "undefined-condition"

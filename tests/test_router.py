@@ -345,3 +345,44 @@ def test_random_strategy_uses_every_resource():
     strategy = RandomStrategy(Resources(), None, random.Random(1))
     chosen = {strategy.choose((R1, R2), USER) for _ in range(50)}
     assert chosen == {R1, R2}
+
+
+class RecordingMetrics:
+    def __init__(self):
+        self.events = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.events.append((name,) + args)
+
+
+def test_metrics(setup):
+    stub, clock, resources, router = setup
+    metrics = router.metrics = RecordingMetrics()
+    stub.receive(iq("get", USER, COMPONENT))
+    resources.available(R1)
+    resources.available(R2)
+    stub.receive(iq("get", USER, COMPONENT, id="2"))
+    clock.advance(0.5)
+    error = iq("error", R1, COMPONENT + "/" + USER, id="2", payload=False)
+    condition = error.addElement("error")
+    condition["type"] = "cancel"
+    condition.addElement(("urn:ietf:params:xml:ns:xmpp-stanzas", "item-not-found"))
+    stub.receive(error)
+    stub.receive(iq("result", R1, COMPONENT + "/" + USER, id="2"))
+    stub.receive(iq("get", USER, COMPONENT, id="3"))
+    resources.unavailable(R1)
+    clock.advance(30)
+    assert metrics.events == [
+        ("requestReceived",),
+        ("answerSent", "error", "service-unavailable"),
+        ("requestReceived",),
+        ("requestForwarded",),
+        ("answerSent", "error", "item-not-found"),
+        ("answerTime", 0.5),
+        ("stanzaDropped", "unsolicited"),
+        ("requestReceived",),
+        ("requestForwarded",),
+        ("requestRetried",),
+        ("requestTimedOut",),
+        ("answerSent", "error", "remote-server-timeout"),
+    ]
