@@ -56,6 +56,8 @@ class ProxyConfig:
     @ivar endpoint: a Twisted client endpoint string for the server's
         component port.
     @ivar timeout: seconds a request may wait for its answer.
+    @ivar keepalive: seconds between two pings of the server; a ping still
+        unanswered at the next one drops the connection.
     @ivar maxInFlightPerRequester: requests one requester may have in
         flight.
     @ivar maxInFlight: requests all requesters together may have in flight.
@@ -67,6 +69,7 @@ class ProxyConfig:
     target: str
     endpoint: str = DEFAULT_ENDPOINT
     timeout: float = 30.0
+    keepalive: float = 60.0
     maxInFlightPerRequester: int = 1000
     maxInFlight: int = 100_000
     strategy: str = "random"
@@ -188,6 +191,7 @@ def build(
     secretFile: str | None = None,
     endpoint: str | None = None,
     timeout: object = None,
+    keepalive: object = None,
     maxInFlightPerRequester: object = None,
     maxInFlight: object = None,
     strategyName: str | None = None,
@@ -230,6 +234,9 @@ def build(
         target=target,
         endpoint=_checked("endpoint", checkEndpoint, endpoint or DEFAULT_ENDPOINT),
         timeout=_checked("timeout", number, orDefault(timeout, "timeout"), "the timeout"),
+        keepalive=_checked(
+            "keepalive", number, orDefault(keepalive, "keepalive"), "the keepalive interval"
+        ),
         maxInFlightPerRequester=_checked(
             "maxInFlightPerRequester",
             number,
@@ -257,6 +264,7 @@ def fromEnvironment(environ: Mapping[str, str] = os.environ) -> ProxyConfig:
         target=environ.get("CLIENT_PROXY_TARGET"),
         endpoint=environ.get("CLIENT_PROXY_ENDPOINT"),
         timeout=environ.get("CLIENT_PROXY_TIMEOUT"),
+        keepalive=environ.get("CLIENT_PROXY_KEEPALIVE"),
         maxInFlightPerRequester=environ.get("CLIENT_PROXY_MAX_IN_FLIGHT_PER_REQUESTER"),
         maxInFlight=environ.get("CLIENT_PROXY_MAX_IN_FLIGHT"),
         strategyName=environ.get("CLIENT_PROXY_STRATEGY"),
@@ -326,6 +334,7 @@ PROXY_KEYS: dict[str, _Key] = {
     "secret_file": _Key("secretFile", (str,), lambda v, n: readSecret(v), path=True),
     "endpoint": _Key("endpoint", (str,), checkEndpoint),
     "timeout": _Key("timeout", (int, float), number),
+    "keepalive": _Key("keepalive", (int, float), number),
     "max_in_flight_per_requester": _Key(
         "maxInFlightPerRequester", (int,), lambda v, n: number(v, n, int)
     ),

@@ -22,10 +22,12 @@ from twisted.words.protocols.jabber import component, xmlstream
 from twisted.words.protocols.jabber.jid import JID
 from wokkel.subprotocols import StreamManager
 
+from client_proxy import jat
 from client_proxy.config import ProxyConfig
 from client_proxy.dispatch import STRATEGIES
 from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
+from client_proxy.keepalive import KeepAlive
 from client_proxy.messages import MessageRouter
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
@@ -165,6 +167,9 @@ def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> Mul
         JID(config.jid), JID(config.target), resources, reactor
     ).setHandlerParent(manager)
     MessageRouter(config.jid, config.target, resources, strategy).setHandlerParent(manager)
+    KeepAlive(
+        JID(config.jid), JID(jat.domain(config.target)), config.keepalive, reactor
+    ).setHandlerParent(manager)
 
     proxy = MultiService()
     proxy.setName(config.jid)

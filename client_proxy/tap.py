@@ -17,6 +17,7 @@ PROXY_OPTIONS = (
     "secret",
     "endpoint",
     "timeout",
+    "keepalive",
     "max-in-flight-per-requester",
     "max-in-flight",
     "strategy",
@@ -52,6 +53,9 @@ class Options(usage.Options):
         ["timeout", None, None,
          "Seconds a request may wait for its answer [default: %s]"
          % (config.ProxyConfig.timeout,)],
+        ["keepalive", None, None,
+         "Seconds between pings of the server; a ping unanswered by the next "
+         "drops the connection [default: %s]" % (config.ProxyConfig.keepalive,)],
         ["max-in-flight-per-requester", None, None,
          "Requests one requester may have in flight [default: %s]"
          % (config.ProxyConfig.maxInFlightPerRequester,)],
@@ -76,6 +80,7 @@ class Options(usage.Options):
                         secretFile=self["secret-file"],
                         endpoint=self["endpoint"],
                         timeout=self["timeout"],
+                        keepalive=self["keepalive"],
                         maxInFlightPerRequester=self["max-in-flight-per-requester"],
                         maxInFlight=self["max-in-flight"],
                         strategyName=self["strategy"],

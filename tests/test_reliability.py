@@ -311,3 +311,21 @@ def test_churn(prosody, target, clients, proxy):
         kinds[key] = kinds.get(key, 0) + 1
     print("churn answers:", kinds)
     assert kinds.get("result", 0) > total / 2
+
+
+def test_keepalive_notices_a_server_that_stops_answering(own_prosody):
+    service = Responder(own_prosody.c2s_port, "frozen", "a").connect()
+    p = client_proxy(own_prosody, "frozen@example.org", "--keepalive", "1").start()
+    try:
+        online(p, service.jid)
+        time.sleep(2.5)
+        assert "did not answer a ping" not in p.log(), "answered pings keep it up"
+        own_prosody.process.send_signal(signal.SIGSTOP)
+        try:
+            p.wait_for_log("The server did not answer a ping within 1")
+        finally:
+            own_prosody.process.send_signal(signal.SIGCONT)
+        p.wait_for_log("Authenticated as", count=2, timeout=15)
+        service.kill()
+    finally:
+        p.remove()
