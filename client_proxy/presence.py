@@ -9,7 +9,6 @@ probes (section 4.3) and presence broadcast (sections 4.4 and 4.5).
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.protocols.jabber.jid import JID
 from wokkel.xmppim import PresenceProtocol
 from zope.interface import Interface
@@ -124,9 +123,9 @@ class TargetPresenceHandler(PresenceProtocol):
     once when the target asks for the component's presence, a sign that it
     is there and willing.
 
-    Presence from anyone else gets the answer mod_client_proxy gives it:
-    C{bad-request}, except for presence of type error, which is never
-    answered (RFC 6120, 8.3.1).
+    Presence from anyone else is ignored here: it is about the component's
+    own presence, which L{client_proxy.contacts.ComponentPresenceHandler}
+    handles.
 
     @ivar askAgainAfter: seconds before asking again after a first refusal.
     @ivar askAgainAtMost: the longest wait between two requests.
@@ -175,15 +174,11 @@ class TargetPresenceHandler(PresenceProtocol):
 
     def _onPresence(self, element) -> None:
         """
-        Presence from the target is tracked; presence from others is
-        refused as mod_client_proxy refuses it.
+        Presence from the target is tracked; presence from others is left
+        to the component's contact handler.
         """
-        sender = element.getAttribute("from", "")
-        if bare(sender) == self.target.userhost():
+        if bare(element.getAttribute("from", "")) == self.target.userhost():
             super()._onPresence(element)
-        elif element.getAttribute("type") != "error":
-            self.log.debug("Refusing presence from {sender}", sender=sender)
-            self.send(StanzaError("bad-request", "cancel").toResponse(element))
 
     def availableReceived(self, presence) -> None:
         if presence.sender.resource is None:

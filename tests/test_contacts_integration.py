@@ -1,0 +1,197 @@
+"""
+The component as a contact, end to end: users subscribe to it through a
+private Prosody and see it available while a resource of the target is
+online.
+"""
+
+import time
+
+from tests.conftest import COMPONENT, online, user
+from tests.support.proxy import run_twistd
+from tests.support.xmpp import Client, Responder, bare, tag
+
+
+def fan_of(target: str) -> str:
+    """A user of its own for each test: Prosody keeps rosters all session."""
+    return user(target) + "-fan"
+
+
+def subscribe(client: Client) -> None:
+    """
+    Ask for the component's presence; the component approves.
+    """
+    client.send("<presence type='subscribe' to='%s'/>" % COMPONENT)
+    client.wait_for(
+        lambda el: tag(el) == "presence"
+        and el.get("from") == COMPONENT
+        and el.get("type") == "subscribed"
+    )
+
+
+def states(client: Client) -> list[bool]:
+    """
+    The component's availability as told to C{client} so far, in order.
+    """
+    return [
+        el.get("type") is None
+        for el in client.received()
+        if tag(el) == "presence"
+        and el.get("from") == COMPONENT
+        and el.get("type") in (None, "unavailable")
+    ]
+
+
+def sees(client: Client, available: bool, timeout: float = 5.0) -> None:
+    """
+    Wait until the last presence C{client} got from the component says
+    C{available}.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        told = states(client)
+        if told and told[-1] == available:
+            return
+        time.sleep(0.05)
+    raise AssertionError(
+        "%r was not told the component is %s; told: %r"
+        % (client, "available" if available else "unavailable", states(client))
+    )
+
+
+def test_available_while_a_resource_is_online(prosody, target, clients, proxy):
+    p = proxy(target)
+    p.wait_for_log("Asking %s for a presence subscription" % target)
+    fan = clients(fan_of(target), "phone")
+    subscribe(fan)
+    sees(fan, False)
+
+    first = clients(user(target), "a", Responder)
+    online(p, first.jid)
+    sees(fan, True)
+
+    first.kill()
+    sees(fan, False)
+
+    second = clients(user(target), "b", Responder)
+    online(p, second.jid)
+    sees(fan, True)
+
+
+def test_two_resources_one_availability(prosody, target, clients, proxy):
+    """
+    The component is unavailable only once the last resource is gone.
+    """
+    a = clients(user(target), "a", Responder)
+    b = clients(user(target), "b", Responder)
+    p = proxy(target)
+    online(p, a.jid)
+    online(p, b.jid)
+    fan = clients(fan_of(target), "phone")
+    subscribe(fan)
+    sees(fan, True)
+    a.kill()
+    p.wait_for_log("Resource offline: " + a.jid)
+    b.iq(COMPONENT)  # a round trip through the proxy: anything sent has arrived
+    assert states(fan)[-1] is True
+    b.kill()
+    sees(fan, False)
+
+
+def test_a_subscriber_logging_in_gets_the_current_presence(prosody, target, clients, proxy):
+    """
+    Clients cannot send probes: the server probes the component for them
+    when they log in (RFC 6121, 4.3.1), and delivers the answer.
+    """
+    service = clients(user(target), "a", Responder)
+    p = proxy(target)
+    online(p, service.jid)
+    fan = clients(fan_of(target), "phone")
+    subscribe(fan)
+    fan.close()
+
+    laptop = clients(fan_of(target), "laptop")
+    sees(laptop, True)
+    laptop.close()
+
+    service.kill()
+    p.wait_for_log("Resource offline: " + service.jid)
+    tablet = clients(fan_of(target), "tablet")
+    sees(tablet, False)
+
+
+def test_subscribers_survive_a_restart(prosody, target, clients, proxy, tmp_path):
+    state = str(tmp_path / "subscribers.db")
+    first = proxy(target, "--state-file", state)
+    first.wait_for_log("Asking %s for a presence subscription" % target)
+    fan = clients(fan_of(target), "phone")
+    subscribe(fan)
+    service = clients(user(target), "a", Responder)
+    online(first, service.jid)
+    sees(fan, True)
+
+    first.stop()
+    sees(fan, False)  # the proxy said so as it stopped
+    service.kill()
+
+    second = proxy(target, "--state-file", state)
+    second.wait_for_log("Asking %s for a presence subscription" % target)
+    again = clients(user(target), "b", Responder)
+    online(second, again.jid)
+    sees(fan, True)
+    assert "subscribed to the component" not in second.log()
+
+
+def test_without_a_state_file_the_subscription_is_cancelled(prosody, target, clients, proxy):
+    """
+    A restart without a state file forgets the subscribers; the probe of a
+    subscriber's server then gets C{unsubscribed} (RFC 6121, 4.3.2), and
+    the user's roster shows the subscription gone.
+    """
+    first = proxy(target)
+    first.wait_for_log("Asking %s for a presence subscription" % target)
+    fan = clients(fan_of(target), "phone")
+    subscribe(fan)
+    fan.close()
+    first.stop()
+
+    second = proxy(target)
+    second.wait_for_log("Asking %s for a presence subscription" % target)
+    laptop = clients(fan_of(target), "laptop")
+    laptop.wait_for(
+        lambda el: tag(el) == "presence"
+        and el.get("from") == COMPONENT
+        and el.get("type") == "unsubscribed"
+    )
+
+
+def test_presence_from_users_is_not_forwarded(prosody, target, clients, proxy):
+    service = clients(user(target), "a", Responder)
+    p = proxy(target)
+    online(p, service.jid)
+    fan = clients(fan_of(target), "phone")
+    fan.send("<presence to='%s'><status>hello</status></presence>" % COMPONENT)
+    fan.send("<presence type='unavailable' to='%s'/>" % COMPONENT)
+    subscribe(fan)
+    fan.send("<presence type='unsubscribed' to='%s'/>" % COMPONENT)
+    # A request after the presence, through the proxy: once it is answered,
+    # anything the presence caused has been sent.
+    assert fan.iq(COMPONENT).get("type") == "result"
+
+    from_fan = [
+        el for el in service.received()
+        if tag(el) == "presence" and bare(el.get("from", "")) == bare(fan.jid)
+    ]
+    assert from_fan == []
+    assert [el for el in service.subscribe_requests if el.get("from") != COMPONENT] == []
+    assert [el for el in fan.received() if el.get("type") == "error"] == []
+    assert "Traceback" not in p.log()
+
+
+def test_bad_state_file(tmp_path):
+    code, output = run_twistd(
+        ["client-proxy", "--jid", COMPONENT, "--target", "s@example.org", "--secret", "x",
+         "--state-file", str(tmp_path / "missing" / "state.db")]
+    )
+    assert code != 0
+    assert "the state file" in output and "does not exist" in output
+    assert "Traceback" not in output
