@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from twisted.words.protocols.jabber.jid import InvalidFormat, JID
 
+from client_proxy.contacts import IN_MEMORY, StateFileError, Subscribers
 from client_proxy.dispatch import STRATEGIES
 
 DEFAULT_ENDPOINT = "tcp:host=127.0.0.1:port=5347"
@@ -58,10 +59,15 @@ class ProxyConfig:
     @ivar timeout: seconds a request may wait for its answer.
     @ivar keepalive: seconds between two pings of the server; a ping still
         unanswered at the next one drops the connection.
+    @ivar standbyInterval: seconds between two tries to take over while
+        another connection serves the component's JID.
     @ivar maxInFlightPerRequester: requests one requester may have in
         flight.
     @ivar maxInFlight: requests all requesters together may have in flight.
     @ivar strategy: the name of the dispatch strategy.
+    @ivar stateFile: the SQLite database of the users subscribed to the
+        component's presence, or C{None} to keep them in memory only
+        (forgotten at every restart).
     """
 
     jid: str
@@ -70,9 +76,11 @@ class ProxyConfig:
     endpoint: str = DEFAULT_ENDPOINT
     timeout: float = 30.0
     keepalive: float = 60.0
+    standbyInterval: float = 2.0
     maxInFlightPerRequester: int = 1000
     maxInFlight: int = 100_000
     strategy: str = "random"
+    stateFile: str | None = None
 
 
 def _parseJID(value: str | None, name: str) -> JID:
@@ -140,6 +148,25 @@ def checkEndpoint(value: str | None, name: str = "the endpoint") -> str:
     return value
 
 
+def checkServerEndpoint(value: str | None, name: str = "the metrics endpoint") -> str:
+    """
+    Check that a server endpoint string parses (nothing listens yet).
+    """
+    from twisted.internet import endpoints, reactor
+
+    if not value:
+        raise _invalid(name, "is missing")
+    try:
+        endpoints.serverFromString(reactor, value)
+    except Exception as e:
+        raise _invalid(
+            name,
+            "%r does not parse as a server endpoint (such as "
+            "tcp:9100:interface=127.0.0.1): %s" % (value, e),
+        )
+    return value
+
+
 def number(value: object, name: str, kind: type = float) -> float:
     """
     Check a positive, finite number; C{kind} is C{int} or C{float}.
@@ -161,6 +188,30 @@ def strategy(value: str, name: str = "the strategy") -> str:
             name, "%r is unknown; choose one of %s" % (value, ", ".join(sorted(STRATEGIES)))
         )
     return value
+
+
+def checkStateFile(value: str, name: str = "the state file") -> str | None:
+    """
+    Check the subscriber database: its folder exists, and the file can be
+    opened as an SQLite database and written (it is created if missing).
+
+    @return: the absolute path, or C{None} for C{":memory:"} (no file).
+    """
+    if value == IN_MEMORY:
+        return None
+    path = os.path.abspath(os.path.expanduser(value))
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise _invalid(
+            name, "%r cannot be created: the directory %s does not exist" % (value, folder)
+        )
+    if os.path.isdir(path):
+        raise _invalid(name, "%r is a directory, not a file" % (value,))
+    try:
+        Subscribers(path).close()
+    except StateFileError as e:
+        raise _invalid(name, "%r cannot be opened: %s" % (value, e.__cause__ or e))
+    return path
 
 
 def _given(value: object) -> bool:
@@ -192,9 +243,11 @@ def build(
     endpoint: str | None = None,
     timeout: object = None,
     keepalive: object = None,
+    standbyInterval: object = None,
     maxInFlightPerRequester: object = None,
     maxInFlight: object = None,
     strategyName: str | None = None,
+    stateFile: str | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> ProxyConfig:
     """
@@ -237,6 +290,12 @@ def build(
         keepalive=_checked(
             "keepalive", number, orDefault(keepalive, "keepalive"), "the keepalive interval"
         ),
+        standbyInterval=_checked(
+            "standbyInterval",
+            number,
+            orDefault(standbyInterval, "standbyInterval"),
+            "the standby interval",
+        ),
         maxInFlightPerRequester=_checked(
             "maxInFlightPerRequester",
             number,
@@ -252,6 +311,9 @@ def build(
             int,
         ),
         strategy=_checked("strategyName", strategy, orDefault(strategyName, "strategy")),
+        stateFile=_checked("stateFile", checkStateFile, stateFile)
+        if _given(stateFile)
+        else None,
     )
 
 
@@ -265,9 +327,11 @@ def fromEnvironment(environ: Mapping[str, str] = os.environ) -> ProxyConfig:
         endpoint=environ.get("CLIENT_PROXY_ENDPOINT"),
         timeout=environ.get("CLIENT_PROXY_TIMEOUT"),
         keepalive=environ.get("CLIENT_PROXY_KEEPALIVE"),
+        standbyInterval=environ.get("CLIENT_PROXY_STANDBY_INTERVAL"),
         maxInFlightPerRequester=environ.get("CLIENT_PROXY_MAX_IN_FLIGHT_PER_REQUESTER"),
         maxInFlight=environ.get("CLIENT_PROXY_MAX_IN_FLIGHT"),
         strategyName=environ.get("CLIENT_PROXY_STRATEGY"),
+        stateFile=environ.get("CLIENT_PROXY_STATE_FILE"),
         environ=environ,
     )
 
@@ -278,6 +342,10 @@ def fromEnvironment(environ: Mapping[str, str] = os.environ) -> ProxyConfig:
 
 #: The environment variable naming a configuration file, for proxy.tac.
 CONFIG_VARIABLE = "CLIENT_PROXY_CONFIG"
+
+#: The environment variable giving the metrics endpoint, for proxy.tac;
+#: with a configuration file too, it wins over the file's C{metrics}.
+METRICS_VARIABLE = "CLIENT_PROXY_METRICS"
 
 #: The variables L{fromEnvironment} and L{build} read: settings of a single
 #: proxy, which a configuration file replaces.
@@ -291,6 +359,7 @@ ENVIRONMENT_VARIABLES = (
     "CLIENT_PROXY_MAX_IN_FLIGHT_PER_REQUESTER",
     "CLIENT_PROXY_MAX_IN_FLIGHT",
     "CLIENT_PROXY_STRATEGY",
+    "CLIENT_PROXY_STATE_FILE",
 )
 
 
@@ -335,17 +404,21 @@ PROXY_KEYS: dict[str, _Key] = {
     "endpoint": _Key("endpoint", (str,), checkEndpoint),
     "timeout": _Key("timeout", (int, float), number),
     "keepalive": _Key("keepalive", (int, float), number),
+    "standby_interval": _Key("standbyInterval", (int, float), number),
     "max_in_flight_per_requester": _Key(
         "maxInFlightPerRequester", (int,), lambda v, n: number(v, n, int)
     ),
     "max_in_flight": _Key("maxInFlight", (int,), lambda v, n: number(v, n, int)),
     "strategy": _Key("strategyName", (str,), strategy),
+    "state_file": _Key("stateFile", (str,), checkStateFile, path=True),
 }
 
 #: Top-level keys that are settings of the whole process rather than
 #: defaults of the proxies. To add one: a field of L{FileConfig} (with a
 #: default), and an entry here whose C{parameter} is that field.
-FILE_KEYS: dict[str, _Key] = {}
+FILE_KEYS: dict[str, _Key] = {
+    "metrics": _Key("metrics", (str,), checkServerEndpoint),
+}
 
 
 @dataclass(frozen=True)
@@ -354,9 +427,12 @@ class FileConfig:
     The settings of a configuration file.
 
     @ivar proxies: one L{ProxyConfig} per [[proxy]] table, in order.
+    @ivar metrics: the server endpoint string where the metrics are
+        served, or C{None} for none.
     """
 
     proxies: tuple[ProxyConfig, ...]
+    metrics: str | None = None
 
 
 _TYPE_NAMES = {
@@ -564,3 +640,19 @@ def proxiesFromEnvironment(environ: Mapping[str, str] = os.environ) -> list[Prox
             "proxies: unset %s" % (CONFIG_VARIABLE, ", ".join(clash))
         )
     return loadFile(path)
+
+
+def metricsFromEnvironment(environ: Mapping[str, str] = os.environ) -> str | None:
+    """
+    The metrics endpoint for proxy.tac: C{CLIENT_PROXY_METRICS}, else the
+    C{metrics} of the file named by C{CLIENT_PROXY_CONFIG}, else C{None}.
+
+    @raise ConfigError: the endpoint does not parse, or as L{readFile}.
+    """
+    value = environ.get(METRICS_VARIABLE)
+    if value:
+        return checkServerEndpoint(value, METRICS_VARIABLE)
+    path = environ.get(CONFIG_VARIABLE)
+    if path:
+        return readFile(path).metrics
+    return None

@@ -13,22 +13,29 @@ application needs::
     makeService(config).setServiceParent(application)
 """
 
+from prometheus_client import CollectorRegistry
+from twisted.application import strports
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from twisted.words.protocols.jabber import component, xmlstream
 from twisted.words.protocols.jabber.jid import JID
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 from wokkel.subprotocols import StreamManager
 
 from client_proxy import jat
 from client_proxy.config import ProxyConfig
+from client_proxy.contacts import ComponentPresenceHandler, Subscribers, UnavailableOnStop
 from client_proxy.dispatch import STRATEGIES
 from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
 from client_proxy.keepalive import KeepAlive
 from client_proxy.messages import MessageRouter
+from client_proxy.metrics import MetricsResource, NoMetrics, PrometheusMetrics
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
 
@@ -43,13 +50,23 @@ class ConnectionMonitor:
     secret (XEP-0114: a C{not-authorized} stream error), would be retried at
     once for ever. So the delay grows with the number of connections in a
     row that did not authenticate, too.
+
+    A server that allows one connection per component host (Prosody) ends
+    the stream of a second one with C{conflict}: that instance is then on
+    standby, ready to take over when the active one goes. It tries again at
+    a short fixed interval, not the growing backoff meant for a dead
+    server, and says so once rather than at every try.
+
+    @ivar standby: whether the last refusal was a C{conflict}.
     """
 
     log = Logger()
 
-    def __init__(self, jid: str, endpoint: str) -> None:
+    def __init__(self, jid: str, endpoint: str, standbyInterval: float = 2.0) -> None:
         self.jid = jid
         self.endpoint = endpoint
+        self.standbyInterval = standbyInterval
+        self.standby = False
         self.unauthenticatedInARow = 0
         self._authenticated = False
         self._backoff = backoffPolicy(initialDelay=1.0, maxDelay=60.0)
@@ -60,14 +77,33 @@ class ConnectionMonitor:
         factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self.streamErrorReceived)
         factory.addBootstrap(xmlstream.STREAM_END_EVENT, self.disconnected)
 
+    def isAuthenticated(self) -> bool:
+        """
+        Whether the component connection is up and authenticated (for the
+        C{client_proxy_connected} gauge).
+        """
+        return self._authenticated
+
     def retryDelay(self, failedAttempts: int) -> float:
         """
         The retry policy for L{ClientService}.
         """
+        if self.standby:
+            return self.standbyInterval
         return self._backoff(max(failedAttempts, self.unauthenticatedInARow))
+
+    def quietOnStandby(self, event: dict) -> None:
+        """
+        A log observer for L{ClientService}'s own messages ("Scheduling
+        retry ...") that keeps them out of the log while on standby.
+        """
+        if not self.standby:
+            globalLogPublisher(event)
 
     def connected(self, xs) -> None:
         self._authenticated = False
+        if self.standby:
+            return
         self.log.info(
             "Connected to {endpoint}; authenticating as {jid}",
             endpoint=self.endpoint,
@@ -77,6 +113,9 @@ class ConnectionMonitor:
     def authenticated(self, xs) -> None:
         self._authenticated = True
         self.unauthenticatedInARow = 0
+        if self.standby:
+            self.standby = False
+            self.log.info("Taking over: {jid} is served here now", jid=self.jid)
         self.log.info("Authenticated as {jid}", jid=self.jid)
 
     def streamErrorReceived(self, reason) -> None:
@@ -90,10 +129,14 @@ class ConnectionMonitor:
                 jid=self.jid,
             )
         elif condition == "conflict":
-            self.log.error(
-                "The server refused {jid}: another connection serves it",
-                jid=self.jid,
-            )
+            if not self.standby:
+                self.standby = True
+                self.log.info(
+                    "On standby: another connection serves {jid}; trying to "
+                    "take over every {interval} s",
+                    jid=self.jid,
+                    interval=self.standbyInterval,
+                )
         else:
             self.log.error(
                 "The server ended the stream: {error}", error=reason.getErrorMessage()
@@ -103,11 +146,23 @@ class ConnectionMonitor:
         if not self._authenticated:
             self.unauthenticatedInARow += 1
         self._authenticated = False
+        if self.standby:
+            return
         self.log.info(
             "Disconnected from {endpoint}: {reason}",
             endpoint=self.endpoint,
             reason=reason.getErrorMessage(),
         )
+
+
+class ProxyConnection(ClientService):
+    """
+    The component connection, whose own log lines the monitor may hush.
+    """
+
+    def __init__(self, monitor: ConnectionMonitor, *args, **kwargs) -> None:
+        self._log = Logger(observer=monitor.quietOnStandby)
+        super().__init__(*args, **kwargs)
 
 
 class GracefulStop(Service):
@@ -137,10 +192,17 @@ class GracefulStop(Service):
             self.manager.xmlstream.sendFooter()
 
 
-def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> MultiService:
+def makeService(
+    config: ProxyConfig,
+    reactor: IReactorTime | None = None,
+    registry: CollectorRegistry | None = None,
+) -> MultiService:
     """
     Build the service of one proxy, ready to be started or attached to an
     application.
+
+    @param registry: where the proxy's metrics go, labelled by its JID
+        (see L{makeMetricsService}); C{None} for none.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -148,7 +210,7 @@ def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> Mul
     resources = Resources()
     factory = component.componentFactory(config.jid, config.secret)
     factory.protocol = FastXmlStream
-    monitor = ConnectionMonitor(config.jid, config.endpoint)
+    monitor = ConnectionMonitor(config.jid, config.endpoint, config.standbyInterval)
     monitor.observe(factory)
 
     manager = StreamManager(factory, reactor=reactor)
@@ -161,19 +223,37 @@ def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> Mul
         strategy,
         table,
         reactor,
+        metrics=NoMetrics()
+        if registry is None
+        else PrometheusMetrics(
+            config.jid,
+            registry,
+            inFlight=table.__len__,
+            online=resources.__len__,
+            connected=monitor.isAuthenticated,
+        ),
     )
     router.setHandlerParent(manager)
     TargetPresenceHandler(
         JID(config.jid), JID(config.target), resources, reactor
     ).setHandlerParent(manager)
     MessageRouter(config.jid, config.target, resources, strategy).setHandlerParent(manager)
+    contacts = ComponentPresenceHandler(
+        JID(config.jid),
+        JID(config.target),
+        resources,
+        Subscribers(config.stateFile, config.jid),
+        reactor,
+    )
+    contacts.setHandlerParent(manager)
     KeepAlive(
         JID(config.jid), JID(jat.domain(config.target)), config.keepalive, reactor
     ).setHandlerParent(manager)
 
     proxy = MultiService()
     proxy.setName(config.jid)
-    connection = ClientService(
+    connection = ProxyConnection(
+        monitor,
         endpoints.clientFromString(reactor, config.endpoint),
         factory,
         retryPolicy=monitor.retryDelay,
@@ -181,17 +261,45 @@ def makeService(config: ProxyConfig, reactor: IReactorTime | None = None) -> Mul
     )
     connection.setServiceParent(proxy)
     GracefulStop(router, manager).setServiceParent(proxy)
+    UnavailableOnStop(contacts).setServiceParent(proxy)
     return proxy
 
 
 def makeProxiesService(
-    configs: list[ProxyConfig], reactor: IReactorTime | None = None
+    configs: list[ProxyConfig],
+    reactor: IReactorTime | None = None,
+    metrics: str | None = None,
 ) -> MultiService:
     """
     Build one service holding a proxy (L{makeService}) per configuration,
     each with its own component connection, named by its JID.
+
+    @param metrics: a Twisted server endpoint string where the metrics of
+        every proxy are served (L{makeMetricsService}), as a child named
+        C{metrics}; C{None} for no metrics.
     """
     proxies = MultiService()
+    registry = None if metrics is None else CollectorRegistry()
     for config in configs:
-        makeService(config, reactor).setServiceParent(proxies)
+        makeService(config, reactor, registry).setServiceParent(proxies)
+    if metrics is not None:
+        served = makeMetricsService(metrics, registry, reactor)
+        served.setName("metrics")
+        served.setServiceParent(proxies)
     return proxies
+
+
+def makeMetricsService(
+    endpoint: str, registry: CollectorRegistry, reactor: IReactorTime | None = None
+) -> Service:
+    """
+    Serve the metrics of C{registry} in the Prometheus text format over
+    HTTP at C{/metrics} on C{endpoint}, a Twisted server endpoint string
+    such as C{tcp:9100:interface=127.0.0.1}; every other path is not found.
+    """
+    root = Resource()
+    root.getChild = lambda path, request: notFound()
+    root.putChild(b"metrics", MetricsResource(registry))
+    site = Site(root)
+    site.log = lambda request: None  # no access-log line at every scrape
+    return strports.service(endpoint, site, reactor=reactor)

@@ -18,9 +18,11 @@ PROXY_OPTIONS = (
     "endpoint",
     "timeout",
     "keepalive",
+    "standby-interval",
     "max-in-flight-per-requester",
     "max-in-flight",
     "strategy",
+    "state-file",
 )
 
 
@@ -56,6 +58,9 @@ class Options(usage.Options):
         ["keepalive", None, None,
          "Seconds between pings of the server; a ping unanswered by the next "
          "drops the connection [default: %s]" % (config.ProxyConfig.keepalive,)],
+        ["standby-interval", None, None,
+         "Seconds between tries to take over while another connection serves "
+         "the component's JID [default: %s]" % (config.ProxyConfig.standbyInterval,)],
         ["max-in-flight-per-requester", None, None,
          "Requests one requester may have in flight [default: %s]"
          % (config.ProxyConfig.maxInFlightPerRequester,)],
@@ -65,10 +70,20 @@ class Options(usage.Options):
         ["strategy", None, None,
          "How a resource is chosen: %s [default: %s]"
          % (", ".join(sorted(STRATEGIES)), config.ProxyConfig.strategy)],
+        ["metrics", None, None,
+         "Serve Prometheus metrics of every proxy over HTTP at /metrics on "
+         "this Twisted server endpoint, e.g. tcp:9100:interface=127.0.0.1 "
+         "(with --config, instead of the file's metrics) [default: none]"],
+        ["state-file", None, None,
+         "An SQLite file keeping the users subscribed to the component's "
+         "presence across restarts, created if missing [default: none, "
+         "subscribers are forgotten at every restart]"],
     ]
 
     def postOptions(self) -> None:
         try:
+            if self["metrics"] is not None:
+                config.checkServerEndpoint(self["metrics"], "--metrics")
             if self["config"] is not None:
                 self["proxies"] = self._fromFile(self["config"])
             else:
@@ -81,9 +96,11 @@ class Options(usage.Options):
                         endpoint=self["endpoint"],
                         timeout=self["timeout"],
                         keepalive=self["keepalive"],
+                        standbyInterval=self["standby-interval"],
                         maxInFlightPerRequester=self["max-in-flight-per-requester"],
                         maxInFlight=self["max-in-flight"],
                         strategyName=self["strategy"],
+                        stateFile=self["state-file"],
                     )
                 ]
         except config.ConfigError as e:
@@ -96,11 +113,14 @@ class Options(usage.Options):
                 "--config %s describes the proxies: give their settings in the "
                 "file, not with %s" % (path, ", ".join(given))
             )
-        return config.loadFile(path)
+        read = config.readFile(path)
+        if self["metrics"] is None:
+            self["metrics"] = read.metrics
+        return list(read.proxies)
 
 
 def makeService(options: Options) -> IService:
     """
     One service holding the service of every proxy configured.
     """
-    return makeProxiesService(options["proxies"])
+    return makeProxiesService(options["proxies"], metrics=options["metrics"])

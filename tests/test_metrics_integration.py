@@ -1,0 +1,198 @@
+"""
+Metrics end to end: a twistd process of the installed package serving
+/metrics while requests flow through a private Prosody.
+"""
+
+import time
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import COMPONENT, online, user
+from tests.support.prosody import free_port
+from tests.support.proxy import ROOT, ProxyProcess, run_twistd
+from tests.support.xmpp import Responder, error_condition
+
+
+def scrape(port):
+    """
+    The samples of http://127.0.0.1:PORT/metrics of this proxy, as
+    C{{(name, frozenset of the other labels): value}}; C{None} while
+    nothing listens there yet.
+    """
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % (port,), timeout=5) as r:
+            assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+            text = r.read().decode()
+    except urllib.error.URLError:
+        return None
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            if labels.pop("jid", None) == COMPONENT:
+                samples[sample.name, frozenset(labels.items())] = sample.value
+    return samples
+
+
+class Metrics:
+    """The metrics a proxy serves on C{port}."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def get(self, name, **labels):
+        samples = scrape(self.port) or {}
+        return samples.get((name, frozenset(labels.items())))
+
+    def wait_for(self, name, expected, timeout=10.0, **labels):
+        """Wait until metric C{name} is C{expected} (or C{expected(value)})."""
+        check = expected if callable(expected) else (lambda v: v == expected)
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.get(name, **labels)
+            if value is not None and check(value):
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "%s%r is %r, not %r\n%s" % (name, labels, value, expected, scrape(self.port))
+                )
+            time.sleep(0.05)
+
+
+def start(proxy, target):
+    port = free_port()
+    p = proxy(target, "--metrics", "tcp:%d:interface=127.0.0.1" % (port,))
+    metrics = Metrics(port)
+    metrics.wait_for("client_proxy_connected", 1)
+    return p, metrics
+
+
+def test_metrics_move_as_requests_flow(prosody, target, clients, proxy):
+    p, metrics = start(proxy, target)
+    assert metrics.get("client_proxy_resources_online") == 0
+    assert metrics.get("client_proxy_requests_in_flight") == 0
+    requester = clients("user", "metrics")
+
+    # No resource online: the component answers service-unavailable.
+    answer = requester.iq(COMPONENT)
+    assert error_condition(answer) == "service-unavailable"
+    assert metrics.get("client_proxy_requests_received_total") == 1
+    assert metrics.get("client_proxy_requests_forwarded_total") == 0
+    assert (
+        metrics.get("client_proxy_answers_total", type="error", condition="service-unavailable")
+        == 1
+    )
+
+    service = clients(user(target), "a", Responder)
+    online(p, service.jid)
+    metrics.wait_for("client_proxy_resources_online", 1)
+    for _ in range(3):
+        assert requester.iq(COMPONENT).get("type") == "result"
+    assert metrics.get("client_proxy_requests_received_total") == 4
+    assert metrics.get("client_proxy_requests_forwarded_total") == 3
+    assert metrics.get("client_proxy_answers_total", type="result", condition="") == 3
+    assert metrics.get("client_proxy_answer_seconds_count") == 3
+    assert metrics.get("client_proxy_answer_seconds_bucket", le="+Inf") == 3
+    assert 0 < metrics.get("client_proxy_answer_seconds_sum") < 5
+    assert metrics.get("client_proxy_requests_in_flight") == 0
+    assert metrics.get("client_proxy_connected") == 1
+
+
+def test_a_request_held_is_in_flight(prosody, target, clients, proxy):
+    p, metrics = start(proxy, target)
+    service = clients(user(target), "a", Responder, answer=False)
+    online(p, service.jid)
+    requester = clients("user", "held")
+    requester.send("<iq type='get' id='held-1' to='%s'><query xmlns='urn:test'/></iq>" % COMPONENT)
+    metrics.wait_for("client_proxy_requests_in_flight", 1)
+    assert metrics.get("client_proxy_requests_forwarded_total") == 1
+    assert metrics.get("client_proxy_answer_seconds_count") == 0
+
+    # The resource goes: the get has nowhere to go, and is answered.
+    service.kill()
+    answer = requester.wait_for(lambda s: s.get("id") == "held-1")
+    assert error_condition(answer) == "service-unavailable"
+    metrics.wait_for("client_proxy_requests_in_flight", 0)
+    metrics.wait_for("client_proxy_resources_online", 0)
+    assert (
+        metrics.get("client_proxy_answers_total", type="error", condition="service-unavailable")
+        == 1
+    )
+
+
+def test_only_metrics_is_served(prosody, target, proxy):
+    p, metrics = start(proxy, target)
+    for path in ("/", "/other"):
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d%s" % (metrics.port, path), timeout=5)
+        except urllib.error.HTTPError as e:
+            assert e.code == 404
+        else:
+            raise AssertionError("%s was served" % (path,))
+
+
+def test_metrics_from_the_config_file(prosody, target, clients, tmp_path):
+    """C{metrics} at the top level of the file; proxy.tac with the file."""
+    port = free_port()
+    component, secret = next(iter(prosody.components.items()))
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        'metrics = "tcp:%d:interface=127.0.0.1"\n'
+        'endpoint = "tcp:host=127.0.0.1:port=%d"\n'
+        "[[proxy]]\n"
+        'jid = "%s"\n'
+        'target = "%s"\n'
+        'secret = "%s"\n' % (port, prosody.component_port, component, target, secret)
+    )
+    process = ProxyProcess(
+        ["-y", str(ROOT / "proxy.tac")], env={"CLIENT_PROXY_CONFIG": str(path)}, workdir=tmp_path
+    )
+    with process:
+        metrics = Metrics(port)
+        metrics.wait_for("client_proxy_connected", 1)
+        service = clients(user(target), "a", Responder)
+        online(process, service.jid)
+        assert clients("user", "file").iq(COMPONENT).get("type") == "result"
+        assert metrics.get("client_proxy_answers_total", type="result", condition="") == 1
+
+
+BAD = "nonsense:9100"
+
+
+def test_a_bad_metrics_endpoint_on_the_command_line():
+    code, output = run_twistd(
+        ["client-proxy", "--jid", COMPONENT, "--target", "s@example.org", "--secret", "x",
+         "--metrics", BAD]
+    )
+    assert code != 0
+    assert "--metrics 'nonsense:9100' does not parse as a server endpoint" in output
+    assert "Traceback" not in output
+
+
+def test_a_bad_metrics_endpoint_in_the_file(tmp_path):
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        'metrics = "%s"\n[[proxy]]\njid = "%s"\ntarget = "s@example.org"\nsecret = "x"\n'
+        % (BAD, COMPONENT)
+    )
+    code, output = run_twistd(["client-proxy", "--config", str(path)])
+    assert code != 0
+    assert "proxy.toml: metrics: 'nonsense:9100' does not parse as a server endpoint" in output
+    assert "Traceback" not in output
+
+
+def test_a_bad_metrics_endpoint_in_the_environment():
+    code, output = run_twistd(
+        ["-y", str(ROOT / "proxy.tac")],
+        env={
+            "CLIENT_PROXY_JID": COMPONENT,
+            "CLIENT_PROXY_TARGET": "s@example.org",
+            "CLIENT_PROXY_SECRET": "x",
+            "CLIENT_PROXY_METRICS": "tcp:notaport",
+        },
+    )
+    assert code != 0
+    assert "CLIENT_PROXY_METRICS 'tcp:notaport' does not parse" in output
+    assert "Traceback" not in output
