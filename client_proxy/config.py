@@ -65,6 +65,9 @@ class ProxyConfig:
         flight.
     @ivar maxInFlight: requests all requesters together may have in flight.
     @ivar strategy: the name of the dispatch strategy.
+    @ivar instanceJid: a component JID of this instance's own, for a pool
+        of instances sharing C{jid} on a server that spreads its stanzas
+        over them (see L{client_proxy.service}); C{None} for none.
     @ivar stateFile: the SQLite database of the users subscribed to the
         component's presence, or C{None} to keep them in memory only
         (forgotten at every restart).
@@ -81,6 +84,7 @@ class ProxyConfig:
     maxInFlight: int = 100_000
     strategy: str = "random"
     stateFile: str | None = None
+    instanceJid: str | None = None
 
 
 def _parseJID(value: str | None, name: str) -> JID:
@@ -100,6 +104,20 @@ def componentJID(value: str | None, name: str = "the component JID") -> str:
     if parsed.user is not None or parsed.resource is not None:
         raise _invalid(name, "%r must be a bare domain such as proxy.example.org" % (value,))
     return parsed.full()
+
+
+def instanceJID(value: str, shared: str, name: str = "the instance JID") -> str:
+    """
+    Check an instance's own component JID: a domain other than the shared
+    one.
+    """
+    value = componentJID(value, name)
+    if value == shared:
+        raise ConfigError(
+            "%s %r must differ from the component JID it stands in for" % (name, value),
+            "must differ from the component JID",
+        )
+    return value
 
 
 def targetJID(value: str | None, name: str = "the target") -> str:
@@ -248,6 +266,7 @@ def build(
     maxInFlight: object = None,
     strategyName: str | None = None,
     stateFile: str | None = None,
+    instanceJid: str | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> ProxyConfig:
     """
@@ -314,6 +333,9 @@ def build(
         stateFile=_checked("stateFile", checkStateFile, stateFile)
         if _given(stateFile)
         else None,
+        instanceJid=_checked("instanceJid", instanceJID, instanceJid, jid)
+        if _given(instanceJid)
+        else None,
     )
 
 
@@ -332,6 +354,7 @@ def fromEnvironment(environ: Mapping[str, str] = os.environ) -> ProxyConfig:
         maxInFlight=environ.get("CLIENT_PROXY_MAX_IN_FLIGHT"),
         strategyName=environ.get("CLIENT_PROXY_STRATEGY"),
         stateFile=environ.get("CLIENT_PROXY_STATE_FILE"),
+        instanceJid=environ.get("CLIENT_PROXY_INSTANCE_JID"),
         environ=environ,
     )
 
@@ -360,6 +383,9 @@ ENVIRONMENT_VARIABLES = (
     "CLIENT_PROXY_MAX_IN_FLIGHT",
     "CLIENT_PROXY_STRATEGY",
     "CLIENT_PROXY_STATE_FILE",
+    "CLIENT_PROXY_KEEPALIVE",
+    "CLIENT_PROXY_STANDBY_INTERVAL",
+    "CLIENT_PROXY_INSTANCE_JID",
 )
 
 
@@ -410,6 +436,7 @@ PROXY_KEYS: dict[str, _Key] = {
     ),
     "max_in_flight": _Key("maxInFlight", (int,), lambda v, n: number(v, n, int)),
     "strategy": _Key("strategyName", (str,), strategy),
+    "instance_jid": _Key("instanceJid", (str,), componentJID, topLevel=False),
     "state_file": _Key("stateFile", (str,), checkStateFile, path=True),
 }
 

@@ -10,6 +10,7 @@ from twisted.words.xish import domish
 from client_proxy import jat
 from client_proxy.dispatch import IStrategy
 from client_proxy.presence import Resources
+from client_proxy.streams import Streams
 
 
 class MessageRouter(XMPPHandler):
@@ -33,16 +34,29 @@ class MessageRouter(XMPPHandler):
     log = Logger()
 
     def __init__(
-        self, component: str, target: str, resources: Resources, strategy: IStrategy
+        self,
+        component: str,
+        target: str,
+        resources: Resources,
+        strategy: IStrategy,
+        instance: str | None = None,
+        streams: Streams | None = None,
     ) -> None:
         super().__init__()
         self.component = component
         self.target = target
         self.resources = resources
         self.strategy = strategy
+        self.instance = instance or component
+        self.streams = streams or Streams()
 
     def connectionInitialized(self) -> None:
+        self.streams.connected(self.component, self.xmlstream)
         self.xmlstream.addObserver("/message", self.onMessage)
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self.streams.disconnected(self.component)
 
     def onMessage(self, message: domish.Element) -> None:
         if jat.bare(message.getAttribute("from", "")) == self.target:
@@ -60,29 +74,33 @@ class MessageRouter(XMPPHandler):
             self.refuse(message, "service-unavailable", "cancel", "no resource is online")
             return
         try:
-            translated = jat.encode(self.component, sender)
+            translated = jat.encode(self.instance, sender)
         except jat.JATError as e:
             self.refuse(message, "jid-malformed", "modify", str(e))
             return
         message["from"] = translated
         message["to"] = self.strategy.choose(online, sender)
-        self.xmlstream.send(message)
+        self.streams.sendFrom(translated, message)
 
     def messageFromTargetReceived(self, message: domish.Element) -> None:
         """
         A resource of the target wrote to C{<component>/<JID>}: on to
         C{<JID>}, from the component.
         """
-        remote = jat.decode(self.component, message.getAttribute("to", ""))
+        to = message.getAttribute("to", "")
+        remote = jat.decode(self.component, to) or jat.decode(self.instance, to)
         if remote is None:
             self.refuse(message, "bad-request", "cancel", None)
             return
-        if not jat.isValidJID(remote) or jat.domain(remote) == self.component:
+        if not jat.isValidJID(remote) or jat.domain(remote) in (
+            self.component,
+            self.instance,
+        ):
             self.refuse(message, "jid-malformed", "modify", "not an address to send to")
             return
         message["from"] = self.component
         message["to"] = remote
-        self.xmlstream.send(message)
+        self.streams.sendFrom(self.component, message)
 
     def refuse(
         self, message: domish.Element, condition: str, errorType: str, text: str | None
@@ -96,4 +114,7 @@ class MessageRouter(XMPPHandler):
                 sender=message.getAttribute("from"),
             )
             return
-        self.xmlstream.send(StanzaError(condition, errorType, text).toResponse(message))
+        self.streams.sendFrom(
+            message.getAttribute("to", self.component),
+            StanzaError(condition, errorType, text).toResponse(message),
+        )

@@ -15,6 +15,7 @@ from client_proxy.fastpath import errorCondition, errorIQBytes, escape, iqBytes
 from client_proxy.inflight import Refused, Request, RequestTable
 from client_proxy.metrics import IMetrics, NoMetrics
 from client_proxy.presence import IResourceObserver, Resources
+from client_proxy.streams import Streams
 
 #: Ids of the requests the component sends on for the target start with
 #: this; the rest is a counter.
@@ -63,9 +64,13 @@ class IQRouter(XMPPHandler):
         table: RequestTable,
         clock: IReactorTime,
         metrics: IMetrics | None = None,
+        instance: str | None = None,
+        streams: Streams | None = None,
     ) -> None:
         super().__init__()
         self.metrics = metrics or NoMetrics()
+        self.instance = instance or component
+        self.streams = streams or Streams()
         self.component = component
         self.target = target
         self.resources = resources
@@ -77,7 +82,25 @@ class IQRouter(XMPPHandler):
         resources.addObserver(self)
 
     def connectionInitialized(self) -> None:
+        self.streams.connected(self.component, self.xmlstream)
         self.xmlstream.setIQHandler(self.iqReceived)
+
+    def instanceStreamInitialized(self, xs) -> None:
+        """
+        The instance's own connection is up: IQs to its host come this way.
+        """
+        self.streams.connected(self.instance, xs)
+        xs.setIQHandler(self.iqReceived)
+
+    def instanceStreamLost(self) -> None:
+        """
+        The instance's own connection is gone, and with it the answers to
+        the requests in flight: their requesters hear it now.
+        """
+        self.streams.disconnected(self.instance)
+        self.answerAllWithError(
+            "recipient-unavailable", "wait", "the proxy lost its way to the service"
+        )
 
     def connectionLost(self, reason) -> None:
         """
@@ -85,6 +108,7 @@ class IQRouter(XMPPHandler):
         this stream any more: forget them.
         """
         super().connectionLost(reason)
+        self.streams.disconnected(self.component)
         lost = self.table.clear()
         self._cancelExpiry()
         if lost:
@@ -108,7 +132,7 @@ class IQRouter(XMPPHandler):
             else:
                 self.requestReceived(iq, inner)
             return True
-        if iq.get("id", "").startswith(ALIAS_PREFIX) and iq.get("to") == self.component:
+        if iq.get("id", "").startswith(ALIAS_PREFIX) and iq.get("to") == self.instance:
             self.outboundAnswerReceived(iq, inner)
             return True
         if fromTarget:
@@ -127,7 +151,7 @@ class IQRouter(XMPPHandler):
             self.refuse(iq, "service-unavailable", "cancel", "no resource is online")
             return
         try:
-            translated = jat.encode(self.component, requester)
+            translated = jat.encode(self.instance, requester)
         except jat.JATError as e:
             self.refuse(iq, "jid-malformed", "modify", str(e))
             return
@@ -152,19 +176,22 @@ class IQRouter(XMPPHandler):
                 reason=e.text,
             )
             self.metrics.answerSent("error", e.condition)
-            self.xmlstream.send(
-                errorIQBytes(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text)
+            self.streams.sendFrom(
+                addressedTo,
+                errorIQBytes(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text),
             )
             return
         self._scheduleExpiry()
         self.metrics.requestForwarded()
         if stanza is None:
-            self.xmlstream.send(iqBytes({"to": resource, **iq}, inner))
+            self.streams.sendFrom(translated, iqBytes({"to": resource, **iq}, inner))
         else:
             self._sendTo(resource, stanza)
 
     def _sendTo(self, resource: str, stanza: bytes) -> None:
-        self.xmlstream.send(b"<iq to='" + escape(resource).encode("utf-8") + b"'" + stanza)
+        self.streams.sendFrom(
+            self.instance, b"<iq to='" + escape(resource).encode("utf-8") + b"'" + stanza
+        )
 
     def answerReceived(self, iq: dict[str, str], inner: bytes) -> None:
         """
@@ -172,7 +199,7 @@ class IQRouter(XMPPHandler):
         request in flight, and only then.
         """
         sender = iq.get("from", "")
-        requester = jat.decode(self.component, iq.get("to", ""))
+        requester = jat.decode(self.instance, iq.get("to", ""))
         request = None
         if requester is not None:
             request = self.table.answer(requester, iq.get("id"), sender)
@@ -198,7 +225,7 @@ class IQRouter(XMPPHandler):
         )
         iq["from"] = request.to
         iq["to"] = request.requester
-        self.xmlstream.send(iqBytes(iq, inner))
+        self.streams.sendFrom(request.to, iqBytes(iq, inner))
 
     def requestFromTargetReceived(self, iq: dict[str, str], inner: bytes) -> None:
         """
@@ -213,11 +240,16 @@ class IQRouter(XMPPHandler):
         """
         sender = iq["from"]
         addressedTo = iq.get("to", "")
-        remote = jat.decode(self.component, addressedTo)
+        remote = jat.decode(self.component, addressedTo) or jat.decode(
+            self.instance, addressedTo
+        )
         if remote is None:
             self.refuse(iq, "bad-request", "cancel", None)
             return
-        if not jat.isValidJID(remote) or jat.domain(remote) == self.component:
+        if not jat.isValidJID(remote) or jat.domain(remote) in (
+            self.component,
+            self.instance,
+        ):
             self.refuse(iq, "jid-malformed", "modify", "not an address to send to")
             return
         stanzaID = iq.get("id")
@@ -233,8 +265,9 @@ class IQRouter(XMPPHandler):
             self.refuse(iq, e.condition, e.errorType, e.text)
             return
         self._scheduleExpiry()
-        self.xmlstream.send(
-            iqBytes({**iq, "from": self.component, "to": remote, "id": alias}, inner)
+        self.streams.sendFrom(
+            self.instance,
+            iqBytes({**iq, "from": self.instance, "to": remote, "id": alias}, inner),
         )
 
     def outboundAnswerReceived(self, iq: dict[str, str], inner: bytes) -> None:
@@ -300,10 +333,12 @@ class IQRouter(XMPPHandler):
         Answer a request that was not forwarded with a stanza error.
         """
         self.metrics.answerSent("error", condition)
-        self.xmlstream.send(
+        sender = iq.get("to", self.component)
+        self.streams.sendFrom(
+            sender,
             errorIQBytes(
                 iq.get("id"),
-                iq.get("to", self.component),
+                sender,
                 iq.get("from", ""),
                 condition,
                 errorType,
@@ -318,10 +353,11 @@ class IQRouter(XMPPHandler):
         Answer a request in flight, no longer in the table, with an error.
         """
         self.metrics.answerSent("error", condition)
-        self.xmlstream.send(
+        self.streams.sendFrom(
+            request.to,
             errorIQBytes(
                 request.stanzaID, request.to, request.requester, condition, errorType, text
-            )
+            ),
         )
 
     def answerAllWithError(self, condition: str, errorType: str, text: str) -> int:
@@ -332,9 +368,8 @@ class IQRouter(XMPPHandler):
         """
         requests = self.table.clear()
         self._cancelExpiry()
-        if self.xmlstream is not None:
-            for request in requests:
-                self.answerWithError(request, condition, errorType, text)
+        for request in requests:
+            self.answerWithError(request, condition, errorType, text)
         return len(requests)
 
     def _scheduleExpiry(self) -> None:

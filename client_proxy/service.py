@@ -25,7 +25,7 @@ from twisted.words.protocols.jabber.jid import JID
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Site
-from wokkel.subprotocols import StreamManager
+from wokkel.subprotocols import StreamManager, XMPPHandler
 
 from client_proxy import jat
 from client_proxy.config import ProxyConfig
@@ -38,6 +38,7 @@ from client_proxy.messages import MessageRouter
 from client_proxy.metrics import MetricsResource, NoMetrics, PrometheusMetrics
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
+from client_proxy.streams import Streams
 
 
 class ConnectionMonitor:
@@ -208,12 +209,8 @@ def makeService(
         from twisted.internet import reactor
 
     resources = Resources()
-    factory = component.componentFactory(config.jid, config.secret)
-    factory.protocol = FastXmlStream
-    monitor = ConnectionMonitor(config.jid, config.endpoint, config.standbyInterval)
-    monitor.observe(factory)
-
-    manager = StreamManager(factory, reactor=reactor)
+    streams = Streams()
+    manager, monitor, connection = _componentConnection(config, config.jid, reactor)
     table = RequestTable(config.timeout, config.maxInFlightPerRequester, config.maxInFlight)
     strategy = STRATEGIES[config.strategy](resources, table)
     router = IQRouter(
@@ -232,12 +229,14 @@ def makeService(
             online=resources.__len__,
             connected=monitor.isAuthenticated,
         ),
+        instance=config.instanceJid,
+        streams=streams,
     )
     router.setHandlerParent(manager)
-    TargetPresenceHandler(
-        JID(config.jid), JID(config.target), resources, reactor
-    ).setHandlerParent(manager)
-    MessageRouter(config.jid, config.target, resources, strategy).setHandlerParent(manager)
+    messages = MessageRouter(
+        config.jid, config.target, resources, strategy, config.instanceJid, streams
+    )
+    messages.setHandlerParent(manager)
     contacts = ComponentPresenceHandler(
         JID(config.jid),
         JID(config.target),
@@ -246,12 +245,41 @@ def makeService(
         reactor,
     )
     contacts.setHandlerParent(manager)
-    KeepAlive(
-        JID(config.jid), JID(jat.domain(config.target)), config.keepalive, reactor
-    ).setHandlerParent(manager)
 
     proxy = MultiService()
     proxy.setName(config.jid)
+    connection.setServiceParent(proxy)
+    if config.instanceJid is None:
+        targetSide = manager
+    else:
+        targetSide, _, instanceConnection = _componentConnection(
+            config, config.instanceJid, reactor
+        )
+        InstanceLink(router, messages).setHandlerParent(targetSide)
+        instanceConnection.setServiceParent(proxy)
+    TargetPresenceHandler(
+        JID(config.instanceJid or config.jid), JID(config.target), resources, reactor
+    ).setHandlerParent(targetSide)
+    GracefulStop(router, manager).setServiceParent(proxy)
+    UnavailableOnStop(contacts).setServiceParent(proxy)
+    return proxy
+
+
+def _componentConnection(
+    config: ProxyConfig, jid: str, reactor: IReactorTime
+) -> tuple[StreamManager, ConnectionMonitor, ClientService]:
+    """
+    A component connection for C{jid}: its stream manager, with a
+    keepalive, its monitor, and the service that connects it.
+    """
+    factory = component.componentFactory(jid, config.secret)
+    factory.protocol = FastXmlStream
+    monitor = ConnectionMonitor(jid, config.endpoint, config.standbyInterval)
+    monitor.observe(factory)
+    manager = StreamManager(factory, reactor=reactor)
+    KeepAlive(
+        JID(jid), JID(jat.domain(config.target)), config.keepalive, reactor
+    ).setHandlerParent(manager)
     connection = ProxyConnection(
         monitor,
         endpoints.clientFromString(reactor, config.endpoint),
@@ -259,10 +287,33 @@ def makeService(
         retryPolicy=monitor.retryDelay,
         clock=reactor,
     )
-    connection.setServiceParent(proxy)
-    GracefulStop(router, manager).setServiceParent(proxy)
-    UnavailableOnStop(contacts).setServiceParent(proxy)
-    return proxy
+    return manager, monitor, connection
+
+
+class InstanceLink(XMPPHandler):
+    """
+    Joins the instance's own connection to the routers.
+
+    In a pool of instances that share one component JID on a server that
+    spreads the stanzas for it over their connections (ejabberd), an answer
+    could reach another instance than the one its request left from. So
+    each instance also owns a JID of its own: it subscribes to the target's
+    presence from it and writes it in the addresses it translates, so that
+    presence and answers come back to it, on this connection.
+    """
+
+    def __init__(self, router: IQRouter, messages: MessageRouter) -> None:
+        super().__init__()
+        self.router = router
+        self.messages = messages
+
+    def connectionInitialized(self) -> None:
+        self.router.instanceStreamInitialized(self.xmlstream)
+        self.xmlstream.addObserver("/message", self.messages.onMessage)
+
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        self.router.instanceStreamLost()
 
 
 def makeProxiesService(

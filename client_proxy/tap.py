@@ -23,6 +23,7 @@ PROXY_OPTIONS = (
     "max-in-flight",
     "strategy",
     "state-file",
+    "instance-jid",
 )
 
 
@@ -74,6 +75,10 @@ class Options(usage.Options):
          "Serve Prometheus metrics of every proxy over HTTP at /metrics on "
          "this Twisted server endpoint, e.g. tcp:9100:interface=127.0.0.1 "
          "(with --config, instead of the file's metrics) [default: none]"],
+        ["instance-jid", None, None,
+         "A component JID of this instance's own, for a pool of instances "
+         "sharing --jid on a server that spreads stanzas over them (ejabberd) "
+         "[default: none]"],
         ["state-file", None, None,
          "An SQLite file keeping the users subscribed to the component's "
          "presence across restarts, created if missing [default: none, "
@@ -101,6 +106,7 @@ class Options(usage.Options):
                         maxInFlight=self["max-in-flight"],
                         strategyName=self["strategy"],
                         stateFile=self["state-file"],
+                        instanceJid=self["instance-jid"],
                     )
                 ]
         except config.ConfigError as e:
