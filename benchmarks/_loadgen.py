@@ -8,7 +8,8 @@ requester and a responder never share a GIL.
 
 Also here: reading a process's CPU time and resident memory from C{/proc},
 and the setup every benchmark needs (a private Prosody, the component as a
-C{twistd client-proxy} process of the installed package).
+C{twistd client-proxy} process of the installed package), or a private
+ejabberd instead (C{SERVERS}, L{make_server}, L{server_pid}).
 """
 
 import base64
@@ -25,10 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.support.ejabberd import Ejabberd, ejabberd_available  # noqa: E402
 from tests.support.prosody import Prosody, prosody_available  # noqa: E402
 from tests.support.proxy import TWISTD, ProxyProcess, client_proxy  # noqa: E402
 
 __all__ = [
+    "Ejabberd",
+    "ejabberd_available",
     "Prosody",
     "ProxyProcess",
     "client_proxy",
@@ -113,12 +117,15 @@ def prosody_pid(prosody: Prosody) -> int:
     raise RuntimeError("no Lua process under pid %d" % (prosody.process.pid,))
 
 
-def prosody_version() -> str:
+def prosody_version(package: str = "prosody") -> str:
+    """
+    The Debian version of C{package} (C{prosody} by default).
+    """
     try:
         import subprocess
 
         out = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", "prosody"],
+            ["dpkg-query", "-W", "-f=${Version}", package],
             capture_output=True,
             text=True,
             timeout=10,
@@ -126,6 +133,53 @@ def prosody_version() -> str:
         return out.strip() or "?"
     except Exception:
         return "?"
+
+
+#: The servers a benchmark can run against: name -> (class, installed?).
+SERVERS = {
+    "prosody": (Prosody, prosody_available),
+    "ejabberd": (Ejabberd, ejabberd_available),
+}
+
+
+def make_server(name: str):
+    """
+    A private server of kind C{name} (C{prosody} or C{ejabberd}), not
+    started yet: use it as a context manager. Both accept any user name
+    and password and serve example.org with the component
+    C{proxy.example.org}.
+    """
+    cls, _ = SERVERS[name]
+    return cls()
+
+
+def server_available(name: str) -> bool:
+    return SERVERS[name][1]()
+
+
+def server_version(name: str) -> str:
+    return prosody_version(name)
+
+
+def ejabberd_pid(ejabberd: Ejabberd) -> int:
+    """
+    The pid of ejabberd's Erlang VM (C{beam.smp}, every scheduler thread
+    of it), under C{ejabberdctl}.
+    """
+    pid = ejabberd.beam_pid()
+    if pid is None:
+        raise RuntimeError("no beam process under pid %d" % (ejabberd.process.pid,))
+    return pid
+
+
+def server_pid(server) -> int:
+    """
+    The pid of the process that is the server: Prosody's Lua process or
+    ejabberd's C{beam.smp}.
+    """
+    if isinstance(server, Ejabberd):
+        return ejabberd_pid(server)
+    return prosody_pid(server)
 
 
 def start_component(prosody: Prosody, *options: str, wait: float = 30.0) -> ProxyProcess:
@@ -238,7 +292,7 @@ def login(
     port: int, user: str, resource: str, presence: bool = True
 ) -> tuple[socket.socket, StanzaReader, str]:
     """
-    Log in to Prosody's c2s port as C{user@example.org/resource} (SASL
+    Log in to the server's c2s port as C{user@example.org/resource} (SASL
     PLAIN, resource binding, roster retrieval so that subscription requests
     are delivered, initial presence if C{presence}).
 

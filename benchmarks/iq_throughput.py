@@ -2,7 +2,8 @@
 IQ throughput and latency through the proxy, as ratios against the direct
 path, measured in one run.
 
-Starts a private Prosody on loopback, an implementing client
+Starts a private Prosody (or, with --server ejabberd, a private ejabberd)
+on loopback, an implementing client
 (C{service@example.org/bench}, a responder answering every IQ get with an
 empty result and approving the component's subscription), the component as
 C{twistd -n client-proxy} (the installed package), and a requester that
@@ -13,24 +14,28 @@ pipelines IQ gets with a window. Two phases, each after a warm-up:
 
 For each it prints throughput (IQ/s), p50/p99 round-trip latency (ms), and
 the CPU time per IQ (microseconds, from utime+stime in /proc/PID/stat) of
-the component, of Prosody, of the two load generator processes and of
-every other process of the machine ("other", from /proc/stat), plus how
+the component, of the server (Prosody's Lua process, or ejabberd's
+beam.smp with all its scheduler threads), of the two load generator
+processes and of every other process of the machine ("other", from
+/proc/stat), plus how
 busy each was (% of one core), then the ratio proxied/direct throughput and
 the latency the proxy adds at p50 and p99 (proxied - direct).
 
-The machine's cores are shared by Prosody, the component and the load
+The machine's cores are shared by the server, the component and the load
 generator: read the busy columns to see which one is the bottleneck (a
 process near 100% is). The requester and the responder are plain sockets
 with expat, each in a process of its own. Other work on the machine skews
 everything: the script first waits (up to 5 minutes) for the machine to be
 quiet, and warns when "other" was busy during a phase.
 
-Usage (as root: Prosody runs as the prosody user; run with the virtualenv's
-Python, whose twistd has the client-proxy plugin; see scripts/setup):
+Usage (as root: Prosody runs as the prosody user, ejabberd as the ejabberd
+user; run with the virtualenv's Python, whose twistd has the client-proxy
+plugin; see scripts/setup):
 
   .venv/bin/python benchmarks/iq_throughput.py                # window 200
   .venv/bin/python benchmarks/iq_throughput.py --window 1     # latency
   .venv/bin/python benchmarks/iq_throughput.py --count 20000 --json
+  .venv/bin/python benchmarks/iq_throughput.py --server ejabberd
 
 To profile the component during the proxied phase (py-spy in a venv of its
 own, e.g. /tmp/pyspy-venv/bin/pip install py-spy):
@@ -51,16 +56,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _loadgen import (  # noqa: E402
+    SERVERS,
     TARGET,
-    Prosody,
     cpu_seconds,
     login,
     machine_busy_seconds,
+    make_server,
     percentile,
-    prosody_available,
-    prosody_pid,
+    server_available,
+    server_pid,
     build_info,
-    prosody_version,
+    server_version,
     responder_main,
     wait_for_quiet,
     start_component,
@@ -164,10 +170,12 @@ def requester_main(port: int, conn) -> None:
         )
 
 
-COLUMNS = ("component", "prosody", "requester", "responder", "other")
+def columns(server: str) -> tuple:
+    return ("component", server, "requester", "responder", "other")
 
 
 def table(results: dict, args) -> str:
+    COLUMNS = columns(results["server"])
     lines = []
     head = "%-8s %9s %8s %8s %8s" % ("path", "IQ/s", "p50 ms", "p99 ms", "errors")
     head += "  | CPU us/IQ: " + " ".join("%9s" % c for c in COLUMNS)
@@ -230,6 +238,12 @@ def main(argv=None) -> int:
         metavar="OPTION",
         help="an extra option for twistd client-proxy, e.g. --proxy-option=--strategy=first",
     )
+    parser.add_argument(
+        "--server",
+        choices=sorted(SERVERS),
+        default="prosody",
+        help="the XMPP server to run privately (default prosody)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(
         "--no-wait",
@@ -245,26 +259,27 @@ def main(argv=None) -> int:
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if not set(phases) <= {"direct", "proxied"}:
         parser.error("phases are direct and proxied")
-    if not prosody_available():
-        parser.error("prosody is not installed (see scripts/setup)")
+    if not server_available(args.server):
+        parser.error("%s is not installed (see scripts/setup)" % (args.server,))
 
     results = {
         "count": args.count,
         "window": args.window,
         "warmup": args.warmup,
         "cpus": os.cpu_count(),
-        "prosody": prosody_version(),
+        "server": args.server,
+        args.server: server_version(args.server),
         "build": build_info(),
         "phases": {},
     }
     if not args.no_wait:
         wait_for_quiet()
     ctx = multiprocessing.get_context("fork")
-    with Prosody() as prosody:
+    with make_server(args.server) as server:
         ready, ready_child = ctx.Pipe()
         responder = ctx.Process(
             target=responder_main,
-            args=(prosody.c2s_port, TARGET.partition("@")[0], "bench", True, None, ready_child),
+            args=(server.c2s_port, TARGET.partition("@")[0], "bench", True, None, ready_child),
             daemon=True,
         )
         responder.start()
@@ -278,22 +293,22 @@ def main(argv=None) -> int:
                 "--max-in-flight-per-requester", str(max(100000, 2 * args.window)),
                 "--max-in-flight", str(max(200000, 2 * args.window)),
             ] + args.proxy_option
-            proxy = start_component(prosody, *options)
+            proxy = start_component(server, *options)
             pids = {
-                "prosody": prosody_pid(prosody),
+                args.server: server_pid(server),
                 "component": proxy.process.pid,
                 "responder": responder.pid,
             }
             if args.verbose:
                 print("pids: %s" % (pids,), file=sys.stderr, flush=True)
             conn, conn_child = ctx.Pipe()
-            requester = ctx.Process(target=requester_main, args=(prosody.c2s_port, conn_child), daemon=True)
+            requester = ctx.Process(target=requester_main, args=(server.c2s_port, conn_child), daemon=True)
             requester.start()
             if not conn.poll(30):
                 raise RuntimeError("the requester did not log in")
             conn.recv()
             for phase in phases:
-                to = responder_jid if phase == "direct" else next(iter(prosody.components))
+                to = responder_jid if phase == "direct" else next(iter(server.components))
                 if args.verbose:
                     print("phase %s: %d IQs to %s" % (phase, args.count, to), file=sys.stderr, flush=True)
                 conn.send((to, args.count, args.window, args.warmup, pids))
@@ -318,8 +333,15 @@ def main(argv=None) -> int:
         print(json.dumps(results, indent=2, sort_keys=True))
     else:
         print(
-            "IQ gets: %d measured per phase after %d warm-up, window %d; Prosody %s; %d CPUs"
-            % (args.count, args.warmup, args.window, results["prosody"], results["cpus"])
+            "IQ gets: %d measured per phase after %d warm-up, window %d; %s %s; %d CPUs"
+            % (
+                args.count,
+                args.warmup,
+                args.window,
+                {"prosody": "Prosody"}.get(args.server, args.server),
+                results[args.server],
+                results["cpus"],
+            )
         )
         print(results["build"])
         print("CPU us/IQ = CPU time of the process / IQs; busy % = CPU time / elapsed (100 = one core);")

@@ -151,38 +151,37 @@ def readSecret(path: str) -> str:
     return secret
 
 
-def checkEndpoint(value: str | None, name: str = "the endpoint") -> str:
+def _checkEndpointString(value: str | None, name: str, server: bool) -> str:
     """
-    Check that a client endpoint string parses (nothing connects yet).
+    Check that an endpoint string parses; nothing connects or listens yet.
     """
     from twisted.internet import endpoints, reactor
 
     if not value:
         raise _invalid(name, "is missing")
     try:
-        endpoints.clientFromString(reactor, value)
+        if server:
+            endpoints.serverFromString(reactor, value)
+        else:
+            endpoints.clientFromString(reactor, value)
     except Exception as e:
-        raise _invalid(name, "%r does not parse: %s" % (value, e))
+        kind = "as a server endpoint (such as tcp:9100:interface=127.0.0.1)" if server else ""
+        raise _invalid(name, "%r does not parse%s: %s" % (value, kind and " " + kind, e))
     return value
+
+
+def checkEndpoint(value: str | None, name: str = "the endpoint") -> str:
+    """
+    Check a client endpoint string, such as C{tcp:host=...:port=...}.
+    """
+    return _checkEndpointString(value, name, server=False)
 
 
 def checkServerEndpoint(value: str | None, name: str = "the metrics endpoint") -> str:
     """
-    Check that a server endpoint string parses (nothing listens yet).
+    Check a server endpoint string, such as C{tcp:9100:interface=...}.
     """
-    from twisted.internet import endpoints, reactor
-
-    if not value:
-        raise _invalid(name, "is missing")
-    try:
-        endpoints.serverFromString(reactor, value)
-    except Exception as e:
-        raise _invalid(
-            name,
-            "%r does not parse as a server endpoint (such as "
-            "tcp:9100:interface=127.0.0.1): %s" % (value, e),
-        )
-    return value
+    return _checkEndpointString(value, name, server=True)
 
 
 def number(value: object, name: str, kind: type = float) -> float:

@@ -4,16 +4,13 @@ Messages through the component, translated as IQs are.
 
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.error import StanzaError
-from twisted.words.protocols.jabber.xmlstream import XMPPHandler
 from twisted.words.xish import domish
 
 from client_proxy import jat
-from client_proxy.dispatch import IStrategy
-from client_proxy.presence import Resources
-from client_proxy.streams import Streams
+from client_proxy.routing import RoutingHandler
 
 
-class MessageRouter(XMPPHandler):
+class MessageRouter(RoutingHandler):
     """
     Routes messages between users and the target's resources.
 
@@ -33,30 +30,9 @@ class MessageRouter(XMPPHandler):
 
     log = Logger()
 
-    def __init__(
-        self,
-        component: str,
-        target: str,
-        resources: Resources,
-        strategy: IStrategy,
-        instance: str | None = None,
-        streams: Streams | None = None,
-    ) -> None:
-        super().__init__()
-        self.component = component
-        self.target = target
-        self.resources = resources
-        self.strategy = strategy
-        self.instance = instance or component
-        self.streams = streams or Streams()
-
     def connectionInitialized(self) -> None:
-        self.streams.connected(self.component, self.xmlstream)
+        super().connectionInitialized()
         self.xmlstream.addObserver("/message", self.onMessage)
-
-    def connectionLost(self, reason) -> None:
-        super().connectionLost(reason)
-        self.streams.disconnected(self.component)
 
     def onMessage(self, message: domish.Element) -> None:
         if jat.bare(message.getAttribute("from", "")) == self.target:

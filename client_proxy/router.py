@@ -6,16 +6,14 @@ import itertools
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.words.protocols.jabber.xmlstream import XMPPHandler
 from zope.interface import implementer
 
 from client_proxy import jat
-from client_proxy.dispatch import IStrategy
 from client_proxy.fastpath import errorCondition, errorIQBytes, escape, iqBytes
 from client_proxy.inflight import Refused, Request, RequestTable
 from client_proxy.metrics import IMetrics, NoMetrics
-from client_proxy.presence import IResourceObserver, Resources
-from client_proxy.streams import Streams
+from client_proxy.presence import IResourceObserver
+from client_proxy.routing import Routing, RoutingHandler
 
 #: Ids of the requests the component sends on for the target start with
 #: this; the rest is a counter.
@@ -23,7 +21,7 @@ ALIAS_PREFIX = "client-proxy-"
 
 
 @implementer(IResourceObserver)
-class IQRouter(XMPPHandler):
+class IQRouter(RoutingHandler):
     """
     Forwards IQ requests to a resource of the target and answers back.
 
@@ -57,32 +55,21 @@ class IQRouter(XMPPHandler):
 
     def __init__(
         self,
-        component: str,
-        target: str,
-        resources: Resources,
-        strategy: IStrategy,
+        routing: Routing,
         table: RequestTable,
         clock: IReactorTime,
         metrics: IMetrics | None = None,
-        instance: str | None = None,
-        streams: Streams | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(routing)
         self.metrics = metrics or NoMetrics()
-        self.instance = instance or component
-        self.streams = streams or Streams()
-        self.component = component
-        self.target = target
-        self.resources = resources
-        self.strategy = strategy
         self.table = table
         self.clock = clock
         self._expiry = None
         self._aliases = itertools.count()
-        resources.addObserver(self)
+        self.resources.addObserver(self)
 
     def connectionInitialized(self) -> None:
-        self.streams.connected(self.component, self.xmlstream)
+        super().connectionInitialized()
         self.xmlstream.setIQHandler(self.iqReceived)
 
     def instanceStreamInitialized(self, xs) -> None:
@@ -108,7 +95,6 @@ class IQRouter(XMPPHandler):
         this stream any more: forget them.
         """
         super().connectionLost(reason)
-        self.streams.disconnected(self.component)
         lost = self.table.clear()
         self._cancelExpiry()
         if lost:

@@ -38,7 +38,7 @@ from client_proxy.messages import MessageRouter
 from client_proxy.metrics import MetricsResource, NoMetrics, PrometheusMetrics
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
-from client_proxy.streams import Streams
+from client_proxy.routing import Routing
 
 
 class ConnectionMonitor:
@@ -209,15 +209,17 @@ def makeService(
         from twisted.internet import reactor
 
     resources = Resources()
-    streams = Streams()
     manager, monitor, connection = _componentConnection(config, config.jid, reactor)
     table = RequestTable(config.timeout, config.maxInFlightPerRequester, config.maxInFlight)
-    strategy = STRATEGIES[config.strategy](resources, table)
-    router = IQRouter(
+    routing = Routing(
         config.jid,
         config.target,
         resources,
-        strategy,
+        STRATEGIES[config.strategy](resources, table),
+        config.instanceJid or "",
+    )
+    router = IQRouter(
+        routing,
         table,
         reactor,
         metrics=NoMetrics()
@@ -229,13 +231,9 @@ def makeService(
             online=resources.__len__,
             connected=monitor.isAuthenticated,
         ),
-        instance=config.instanceJid,
-        streams=streams,
     )
     router.setHandlerParent(manager)
-    messages = MessageRouter(
-        config.jid, config.target, resources, strategy, config.instanceJid, streams
-    )
+    messages = MessageRouter(routing)
     messages.setHandlerParent(manager)
     contacts = ComponentPresenceHandler(
         JID(config.jid),

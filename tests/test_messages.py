@@ -8,6 +8,7 @@ from wokkel.test.helpers import XmlStreamStub
 
 from client_proxy.messages import MessageRouter
 from client_proxy.presence import Resources
+from client_proxy.routing import Routing
 
 COMPONENT = "proxy.example.org"
 TARGET = "service@example.org"
@@ -33,7 +34,7 @@ def message(sender, to, type=None):
 def setup():
     stub = XmlStreamStub()
     resources = Resources()
-    handler = MessageRouter(COMPONENT, TARGET, resources, FirstStrategy())
+    handler = MessageRouter(Routing(COMPONENT, TARGET, resources, FirstStrategy()))
     handler.makeConnection(stub.xmlstream)
     handler.connectionInitialized()
     return stub, resources

@@ -26,6 +26,7 @@ from client_proxy.config import (
 from client_proxy.inflight import RequestTable
 from client_proxy.metrics import IMetrics, MetricsResource, NoMetrics, PrometheusMetrics
 from client_proxy.presence import Resources
+from client_proxy.routing import Routing
 from client_proxy.router import IQRouter
 from client_proxy.tap import Options
 from client_proxy.service import GracefulStop, makeMetricsService, makeProxiesService
@@ -137,7 +138,7 @@ def test_the_router_reports_to_prometheus():
         COMPONENT, registry, inFlight=table.__len__, online=resources.__len__
     )
     router = IQRouter(
-        COMPONENT, TARGET, resources, FirstStrategy(), table, clock, metrics=metrics
+        Routing(COMPONENT, TARGET, resources, FirstStrategy()), table, clock, metrics=metrics
     )
     router.makeConnection(stub.xmlstream)
     router.connectionInitialized()

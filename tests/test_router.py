@@ -12,6 +12,7 @@ from twisted.words.xish.utility import EventDispatcher
 from client_proxy.dispatch import RandomStrategy
 from client_proxy.inflight import RequestTable
 from client_proxy.presence import Resources
+from client_proxy.routing import Routing
 from client_proxy.router import IQRouter
 
 COMPONENT = "proxy.example.org"
@@ -90,7 +91,7 @@ def setup():
     clock = Clock()
     resources = Resources()
     table = RequestTable(timeout=30, maxPerRequester=3, maxTotal=5)
-    router = IQRouter(COMPONENT, TARGET, resources, FirstStrategy(), table, clock)
+    router = IQRouter(Routing(COMPONENT, TARGET, resources, FirstStrategy()), table, clock)
     router.makeConnection(stub.xmlstream)
     router.connectionInitialized()
     return stub, clock, resources, router
