@@ -68,6 +68,9 @@ class ProxyConfig:
     @ivar instanceJid: a component JID of this instance's own, for a pool
         of instances sharing C{jid} on a server that spreads its stanzas
         over them (see L{client_proxy.service}); C{None} for none.
+    @ivar instanceEndpoint: where the instance JID's connection goes, if not
+        to C{endpoint} (ejabberd routes to a connection the stanzas of every
+        host of its listener: the instance JID needs a listener alone).
     @ivar stateFile: the SQLite database of the users subscribed to the
         component's presence, or C{None} to keep them in memory only
         (forgotten at every restart).
@@ -85,6 +88,7 @@ class ProxyConfig:
     strategy: str = "random"
     stateFile: str | None = None
     instanceJid: str | None = None
+    instanceEndpoint: str | None = None
 
 
 def _parseJID(value: str | None, name: str) -> JID:
@@ -266,6 +270,7 @@ def build(
     strategyName: str | None = None,
     stateFile: str | None = None,
     instanceJid: str | None = None,
+    instanceEndpoint: str | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> ProxyConfig:
     """
@@ -335,6 +340,11 @@ def build(
         instanceJid=_checked("instanceJid", instanceJID, instanceJid, jid)
         if _given(instanceJid)
         else None,
+        instanceEndpoint=_checked(
+            "instanceEndpoint", checkEndpoint, instanceEndpoint, "the instance endpoint"
+        )
+        if _given(instanceEndpoint)
+        else None,
     )
 
 
@@ -354,6 +364,7 @@ def fromEnvironment(environ: Mapping[str, str] = os.environ) -> ProxyConfig:
         strategyName=environ.get("CLIENT_PROXY_STRATEGY"),
         stateFile=environ.get("CLIENT_PROXY_STATE_FILE"),
         instanceJid=environ.get("CLIENT_PROXY_INSTANCE_JID"),
+        instanceEndpoint=environ.get("CLIENT_PROXY_INSTANCE_ENDPOINT"),
         environ=environ,
     )
 
@@ -385,6 +396,7 @@ ENVIRONMENT_VARIABLES = (
     "CLIENT_PROXY_KEEPALIVE",
     "CLIENT_PROXY_STANDBY_INTERVAL",
     "CLIENT_PROXY_INSTANCE_JID",
+    "CLIENT_PROXY_INSTANCE_ENDPOINT",
 )
 
 
@@ -436,6 +448,7 @@ PROXY_KEYS: dict[str, _Key] = {
     "max_in_flight": _Key("maxInFlight", (int,), lambda v, n: number(v, n, int)),
     "strategy": _Key("strategyName", (str,), strategy),
     "instance_jid": _Key("instanceJid", (str,), componentJID, topLevel=False),
+    "instance_endpoint": _Key("instanceEndpoint", (str,), checkEndpoint, topLevel=False),
     "state_file": _Key("stateFile", (str,), checkStateFile, path=True),
 }
 

@@ -209,7 +209,9 @@ def makeService(
         from twisted.internet import reactor
 
     resources = Resources()
-    manager, monitor, connection = _componentConnection(config, config.jid, reactor)
+    manager, monitor, connection = _componentConnection(
+        config, config.jid, config.endpoint, reactor
+    )
     table = RequestTable(config.timeout, config.maxInFlightPerRequester, config.maxInFlight)
     routing = Routing(
         config.jid,
@@ -251,7 +253,10 @@ def makeService(
         targetSide = manager
     else:
         targetSide, _, instanceConnection = _componentConnection(
-            config, config.instanceJid, reactor
+            config,
+            config.instanceJid,
+            config.instanceEndpoint or config.endpoint,
+            reactor,
         )
         InstanceLink(router, messages).setHandlerParent(targetSide)
         instanceConnection.setServiceParent(proxy)
@@ -264,7 +269,7 @@ def makeService(
 
 
 def _componentConnection(
-    config: ProxyConfig, jid: str, reactor: IReactorTime
+    config: ProxyConfig, jid: str, endpoint: str, reactor: IReactorTime
 ) -> tuple[StreamManager, ConnectionMonitor, ClientService]:
     """
     A component connection for C{jid}: its stream manager, with a
@@ -272,7 +277,7 @@ def _componentConnection(
     """
     factory = component.componentFactory(jid, config.secret)
     factory.protocol = FastXmlStream
-    monitor = ConnectionMonitor(jid, config.endpoint, config.standbyInterval)
+    monitor = ConnectionMonitor(jid, endpoint, config.standbyInterval)
     monitor.observe(factory)
     manager = StreamManager(factory, reactor=reactor)
     KeepAlive(
@@ -280,7 +285,7 @@ def _componentConnection(
     ).setHandlerParent(manager)
     connection = ProxyConnection(
         monitor,
-        endpoints.clientFromString(reactor, config.endpoint),
+        endpoints.clientFromString(reactor, endpoint),
         factory,
         retryPolicy=monitor.retryDelay,
         clock=reactor,

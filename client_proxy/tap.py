@@ -24,6 +24,7 @@ PROXY_OPTIONS = (
     "strategy",
     "state-file",
     "instance-jid",
+    "instance-endpoint",
 )
 
 
@@ -79,6 +80,9 @@ class Options(usage.Options):
          "A component JID of this instance's own, for a pool of instances "
          "sharing --jid on a server that spreads stanzas over them (ejabberd) "
          "[default: none]"],
+        ["instance-endpoint", None, None,
+         "Where the --instance-jid connection goes, if not to --endpoint "
+         "[default: --endpoint]"],
         ["state-file", None, None,
          "An SQLite file keeping the users subscribed to the component's "
          "presence across restarts, created if missing [default: none, "
@@ -107,6 +111,7 @@ class Options(usage.Options):
                         strategyName=self["strategy"],
                         stateFile=self["state-file"],
                         instanceJid=self["instance-jid"],
+                        instanceEndpoint=self["instance-endpoint"],
                     )
                 ]
         except config.ConfigError as e:

@@ -152,7 +152,7 @@ def test_proxies_service(write):
          "[[proxy]] 1 (proxy.example.org): secret_file: cannot read the secret file "),
         (proxy(colour=q("blue")),
          "proxy.toml: [[proxy]] 1 (proxy.example.org): colour: unknown key; "
-         "a [[proxy]] table takes: endpoint, instance_jid, jid,"),
+         "a [[proxy]] table takes: endpoint, instance_endpoint, instance_jid, jid,"),
         ("timeout = -1\n" + proxy(), "proxy.toml: timeout: must be positive, not -1"),
         ("colour = 1\n" + proxy(), "proxy.toml: colour: unknown key; the top level takes: "),
         ('target = "s@example.org"\n' + proxy(),

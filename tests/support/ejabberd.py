@@ -82,10 +82,21 @@ listen:
     module: ejabberd_service
     hosts:
 {components}
-modules:
+{ownListeners}modules:
   mod_roster: {{}}
   mod_disco: {{}}
 {extra}"""
+
+#: A component listener for one host alone.
+OWN_LISTENER = """\
+  -
+    port: {port}
+    ip: "127.0.0.1"
+    module: ejabberd_service
+    hosts:
+      {host}:
+        password: {password}
+"""
 
 #: The ctl config: replaces /etc/default/ejabberd, which names the system
 #: server's configuration.
@@ -227,6 +238,11 @@ class Ejabberd:
     @param name: the node's name (before C{@localhost}).
     @param extra_config: YAML added at the end of the configuration (top
         level), e.g. C{domain_balancing} for the component host.
+    @param own_components: component hosts (host -> password) that each get
+        a listener of their own, on the port in L{own_component_ports}:
+        ejabberd routes the stanzas for every host of a listener to each
+        connection authenticated on it, so a host that must reach one
+        connection only needs a listener alone.
     """
 
     domain = "example.org"
@@ -240,6 +256,7 @@ class Ejabberd:
         name: str | None = None,
         loglevel: str = "info",
         extra_config: str = "",
+        own_components: dict[str, str] | None = None,
     ) -> None:
         if components is None:
             components = {"proxy." + self.domain: secrets.token_hex(16)}
@@ -255,6 +272,8 @@ class Ejabberd:
         self.node = "%s@localhost" % (name or "ejabberd-test-" + secrets.token_hex(4),)
         self.c2s_port = free_port()
         self.component_port = free_port()
+        self.own_components = own_components or {}
+        self.own_component_ports = {host: free_port() for host in self.own_components}
         self.workdir = Path(tempfile.mkdtemp(prefix="ejabberd-"))
         self.config_file = self.workdir / "ejabberd.yml"
         self.ctl_config_file = self.workdir / "ejabberdctl.cfg"
@@ -301,6 +320,14 @@ class Ejabberd:
                 c2s_port=self.c2s_port,
                 component_port=self.component_port,
                 components=components.rstrip("\n"),
+                ownListeners="".join(
+                    OWN_LISTENER.format(
+                        port=self.own_component_ports[host],
+                        host=yaml_string(host),
+                        password=yaml_string(secret),
+                    )
+                    for host, secret in self.own_components.items()
+                ),
                 extra=self.extra_config,
             )
         )
@@ -534,7 +561,13 @@ class EjabberdCluster:
 
     domain = Ejabberd.domain
 
-    def __init__(self, size: int = 2, components: dict[str, str] | None = None, auth: str = "any") -> None:
+    def __init__(
+        self,
+        size: int = 2,
+        components: dict[str, str] | None = None,
+        auth: str = "any",
+        own_components: list[dict[str, str]] | None = None,
+    ) -> None:
         if components is None:
             components = {"proxy." + self.domain: secrets.token_hex(16)}
         self.components = components
@@ -542,7 +575,14 @@ class EjabberdCluster:
         cookie = secrets.token_hex(16)
         tag = secrets.token_hex(3)
         self.nodes = [
-            Ejabberd(components, auth=auth, epmd=self.epmd, cookie=cookie, name="ejabberd%d-%s" % (i + 1, tag))
+            Ejabberd(
+                components,
+                auth=auth,
+                epmd=self.epmd,
+                cookie=cookie,
+                name="ejabberd%d-%s" % (i + 1, tag),
+                own_components=own_components[i] if own_components else None,
+            )
             for i in range(size)
         ]
 
