@@ -34,11 +34,11 @@ def pool(cluster):
     """Start one instance per node; every one is removed at the end."""
     started = []
 
-    def start(target, instances=True, options=()):
+    def start(target):
         for node, host in zip(cluster.nodes, NODES):
             endpoint = "tcp:host=127.0.0.1:port=%d" % node.own_component_ports[host]
-            own = ("--instance-jid", host, "--instance-endpoint", endpoint)
-            started.append(client_proxy(node, target, *(own if instances else ()), *options).start())
+            options = ("--instance-jid", host, "--instance-endpoint", endpoint)
+            started.append(client_proxy(node, target, *options).start())
         return started
 
     yield start
@@ -65,25 +65,6 @@ def clients_on_both_nodes(cluster, target_user):
         Client(two.c2s_port, "user", target_user + "-on-two").connect(),
     ]
     return service, requesters
-
-
-def test_without_instance_jids_answers_get_lost(cluster, pool):
-    """
-    Why the instance JIDs: ejabberd spreads the stanzas for the shared host
-    over the instances' connections, so the target's presence reaches one
-    instance only, and answers go astray.
-    """
-    service, requesters = clients_on_both_nodes(cluster, "lost")
-    instances = pool("lost@example.org", instances=False, options=("--timeout", "1"))
-    deadline = time.monotonic() + 10
-    while not any("Resource online: " in p.log() for p in instances):
-        assert time.monotonic() < deadline, "an instance learns the resource"
-        time.sleep(0.1)
-    kinds = served(requesters, 5)
-    print("without instance JIDs:", kinds)
-    assert kinds.get("error", 0) > 0
-    for client in [service] + requesters:
-        client.kill()
 
 
 def test_pool_serves_every_request_and_survives_an_instance(cluster, pool):
