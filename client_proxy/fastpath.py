@@ -19,6 +19,8 @@ from twisted.python import failure
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+
 #: The rest of a start tag after its first byte: attribute values are
 #: quoted and may hold a C{>}.
 _TAG = re.compile(rb"""<[^'">]*(?:(?:'[^']*'|"[^"]*")[^'">]*)*>""")
@@ -198,20 +200,42 @@ class StanzaSplitter:
                 self._forwardUpTo(end)
 
 
+def elementAsIQ(element: domish.Element) -> tuple[dict[str, str], bytes]:
+    """
+    The attributes and inner XML of an IQ parsed as an element, as the
+    fast path gives them.
+    """
+    attributes = {}
+    for name, value in element.attributes.items():
+        if isinstance(name, tuple):
+            if name[0] != XML_NS:
+                continue
+            name = "xml:" + name[1]
+        attributes[name] = value
+    inner = "".join(
+        child.toXml() if domish.IElement.providedBy(child) else domish.escapeToXml(child)
+        for child in element.children
+    )
+    return attributes, inner.encode("utf-8")
+
+
 class FastXmlStream(xmlstream.XmlStream):
     """
     An XML stream whose IQs can be taken as bytes by an L{IQHandler}.
 
     Until a handler is set with L{setIQHandler}, and for every stanza it
-    declines, the stream behaves as a plain L{xmlstream.XmlStream}.
+    declines, the stream behaves as a plain L{xmlstream.XmlStream}. An IQ
+    that reaches the element parser all the same (one written unusually,
+    such as with a namespace prefix) is handed to the handler from there.
     """
 
     def connectionMade(self) -> None:
         self._splitter = StanzaSplitter(self._parse)
         super().connectionMade()
 
-    def setIQHandler(self, handler: IQHandler | None) -> None:
+    def setIQHandler(self, handler: IQHandler) -> None:
         self._splitter.onIQ = handler
+        self.addObserver("/iq", lambda element: handler(*elementAsIQ(element)))
 
     def dataReceived(self, data: bytes) -> None:
         if self.rawDataInFn:

@@ -277,6 +277,7 @@ def _componentConnection(
     """
     factory = component.componentFactory(jid, config.secret)
     factory.protocol = FastXmlStream
+    factory.noisy = False  # the monitor logs each connection, more clearly
     monitor = ConnectionMonitor(jid, endpoint, config.standbyInterval)
     monitor.observe(factory)
     manager = StreamManager(factory, reactor=reactor)

@@ -113,3 +113,22 @@ def test_error_condition():
         b"<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
     ) == "item-not-found"
     assert errorCondition(b"<error type='cancel'/>") == "undefined-condition"
+
+
+def test_an_unusual_iq_reaches_the_handler_through_the_element_parser():
+    """
+    A prefixed stanza name is not what the splitter looks for: the element
+    parser gets it, and the handler still does.
+    """
+    xs = FastXmlStream(xmlstream.ConnectAuthenticator("proxy.example.org"))
+    xs.makeConnection(StringTransport())
+    taken = []
+    xs.setIQHandler(lambda attributes, inner: taken.append((attributes, inner)) or True)
+    xs.dataReceived(
+        HEADER
+        + b"<c:iq xmlns:c='jabber:component:accept' type='get' id='odd' xml:lang='en'>"
+        b"<q xmlns='u'>x &amp; y</q></c:iq>"
+    )
+    [(attributes, inner)] = taken
+    assert attributes == {"type": "get", "id": "odd", "xml:lang": "en"}
+    assert inner == b"<q xmlns='u'>x &amp; y</q>"
