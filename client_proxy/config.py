@@ -98,6 +98,10 @@ def _parseJID(value: str | None, name: str) -> JID:
         return JID(value)
     except InvalidFormat as e:
         raise _invalid(name, "%r is not a valid JID: %s" % (value, e))
+    except Exception:
+        # Twisted's stringprep raises IndexError, not InvalidFormat, for an
+        # empty label in a domain (a..b).
+        raise _invalid(name, "%r is not a valid JID" % (value,))
 
 
 def componentJID(value: str | None, name: str = "the component JID") -> str:
@@ -196,7 +200,7 @@ def number(value: object, name: str, kind: type = float) -> float:
         parsed = kind(value)
     except (TypeError, ValueError, OverflowError):
         raise _invalid(name, "%r is not %s" % (value, "an integer" if kind is int else "a number"))
-    if not math.isfinite(parsed):
+    if kind is float and not math.isfinite(parsed):
         raise _invalid(name, "must be a finite number, not %r" % (value,))
     if parsed <= 0:
         raise _invalid(name, "must be positive, not %r" % (value,))

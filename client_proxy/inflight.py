@@ -86,6 +86,9 @@ class RequestTable:
     def __len__(self) -> int:
         return len(self._requests)
 
+    def inFlight(self, requester: str, stanzaID: str) -> bool:
+        return (requester, stanzaID) in self._requests
+
     def add(
         self,
         requester: str,
@@ -126,7 +129,20 @@ class RequestTable:
         self._byResource.setdefault(resource, {})[key] = request
         self._perRequester[requester] = count + 1
         self._deadlines.append(request)
+        if len(self._deadlines) > 2 * len(self._requests) + 1024:
+            self._compact()
         return request
+
+    def _compact(self) -> None:
+        """
+        Drop the answered requests from the queue of deadlines, which keeps
+        them until their deadline otherwise: at thousands of requests a
+        second, that is a lot of memory for nothing.
+        """
+        live = self._requests
+        self._deadlines = deque(
+            r for r in self._deadlines if live.get((r.requester, r.stanzaID)) is r
+        )
 
     def answer(self, requester: str, stanzaID: str, resource: str) -> Request | None:
         """
@@ -165,6 +181,7 @@ class RequestTable:
         """
         key = (request.requester, request.stanzaID)
         del self._requests[key]
+        request.stanza = None
         if request.alias is not None:
             del self._aliases[request.alias]
         held = self._byResource[request.resource]

@@ -16,7 +16,7 @@ L{twisted.words.protocols.jabber.jid.JID} objects for every stanza.
 
 from functools import lru_cache
 
-from twisted.words.protocols.jabber.jid import JID, InvalidFormat
+from twisted.words.protocols.jabber.jid import JID
 from twisted.words.protocols.jabber.xmpp_stringprep import resourceprep
 
 #: RFC 7622, section 3.4: a resourcepart is at most 1023 bytes.
@@ -61,7 +61,9 @@ def isValidJID(address: str) -> bool:
     """
     try:
         return JID(address).full() == address
-    except InvalidFormat:
+    except Exception:
+        # InvalidFormat, and IndexError from Twisted's nameprep for an
+        # empty label in a domain (a..b).
         return False
 
 
@@ -86,7 +88,7 @@ def _check_encodable(requester: str) -> None:
         )
     try:
         prepared = resourceprep.prepare(requester)
-    except UnicodeError as e:
+    except Exception as e:
         raise JATError("the sender address is not a valid resource: %s" % (e,))
     if prepared != requester:
         raise JATError("the sender address changes under resourceprep")

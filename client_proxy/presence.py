@@ -88,10 +88,14 @@ class Resources:
 
     def clear(self) -> None:
         """
-        Every resource went offline at once.
+        Every resource went offline at once: the observers hear of each one
+        once none is online any more, so that none is chosen in between.
         """
-        for resource in self._online:
-            self.unavailable(resource)
+        gone = self._online
+        self.forget()
+        for resource in gone:
+            for observer in self._observers:
+                observer.resourceOffline(resource)
 
     def forget(self) -> None:
         """

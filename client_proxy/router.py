@@ -111,6 +111,18 @@ class IQRouter(RoutingHandler):
             nothing the router sent are left to other handlers (the answers
             to the component's own requests).
         """
+        try:
+            return self._route(iq, inner)
+        except Exception:
+            # A bug must not cost the connection, nor the request its answer.
+            self.log.failure("Failed to route an IQ from {sender}", sender=iq.get("from"))
+            if iq.get("type") in ("get", "set") and not self.table.inFlight(
+                iq.get("from", ""), iq.get("id", "")
+            ):
+                self.refuse(iq, "internal-server-error", "cancel", None)
+            return True
+
+    def _route(self, iq: dict[str, str], inner: bytes) -> bool:
         fromTarget = jat.bare(iq.get("from", "")) == self.target
         if iq.get("type") in ("get", "set"):
             if fromTarget:

@@ -249,20 +249,23 @@ def makeService(
     proxy = MultiService()
     proxy.setName(config.jid)
     connection.setServiceParent(proxy)
+    targetPresence = TargetPresenceHandler(
+        JID(config.instanceJid or config.jid), JID(config.target), resources, reactor
+    )
     if config.instanceJid is None:
-        targetSide = manager
+        targetPresence.setHandlerParent(manager)
     else:
-        targetSide, _, instanceConnection = _componentConnection(
+        instanceManager, _, instanceConnection = _componentConnection(
             config,
             config.instanceJid,
             config.instanceEndpoint or config.endpoint,
             reactor,
         )
-        InstanceLink(router, messages).setHandlerParent(targetSide)
+        # First the resources, forgotten when the connection goes; then the
+        # link, which tells the routers and the subscribers.
+        targetPresence.setHandlerParent(instanceManager)
+        InstanceLink(router, messages, contacts).setHandlerParent(instanceManager)
         instanceConnection.setServiceParent(proxy)
-    TargetPresenceHandler(
-        JID(config.instanceJid or config.jid), JID(config.target), resources, reactor
-    ).setHandlerParent(targetSide)
     GracefulStop(router, manager).setServiceParent(proxy)
     UnavailableOnStop(contacts).setServiceParent(proxy)
     return proxy
@@ -306,18 +309,27 @@ class InstanceLink(XMPPHandler):
     presence and answers come back to it, on this connection.
     """
 
-    def __init__(self, router: IQRouter, messages: MessageRouter) -> None:
+    def __init__(
+        self, router: IQRouter, messages: MessageRouter, contacts: ComponentPresenceHandler
+    ) -> None:
         super().__init__()
         self.router = router
         self.messages = messages
+        self.contacts = contacts
 
     def connectionInitialized(self) -> None:
         self.router.instanceStreamInitialized(self.xmlstream)
         self.xmlstream.addObserver("/message", self.messages.onMessage)
 
     def connectionLost(self, reason) -> None:
+        """
+        The requests in flight are answered, and the subscribers told that
+        the component is unavailable: the target's resources are out of
+        reach until this connection is back.
+        """
         super().connectionLost(reason)
         self.router.instanceStreamLost()
+        self.contacts.announce()
 
 
 def makeProxiesService(

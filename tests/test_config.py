@@ -111,3 +111,13 @@ def test_errors_carry_the_key(settings, key, detail):
 def test_empty_means_default():
     c = build(timeout="", endpoint="", strategyName="", maxInFlight=None)
     assert (c.timeout, c.endpoint, c.strategy) == (30.0, config.DEFAULT_ENDPOINT, "random")
+
+
+@pytest.mark.parametrize("settings", [dict(jid="proxy..example.org"), dict(target="s@example..org")])
+def test_jids_stringprep_cannot_read_are_errors_not_tracebacks(settings):
+    with pytest.raises(config.ConfigError, match="not a valid JID"):
+        build(**settings)
+
+
+def test_a_huge_integer_limit_is_accepted():
+    assert build(maxInFlight=str(10**400)).maxInFlight == 10**400

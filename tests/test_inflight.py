@@ -107,3 +107,14 @@ def test_table_does_not_grow_with_answered_requests():
     assert t._perRequester == {} and t._byResource == {}
     t.expire(10**4)
     assert len(t._deadlines) == 0
+
+
+def test_answered_requests_do_not_pile_up_in_the_deadline_queue():
+    t = table(timeout=3600, perRequester=10**6, total=10**6)
+    for i in range(10000):
+        request = t.add("u@x/a", str(i), "proxy.x", "s@x/r1", b"payload", now=0)
+        t.answer("u@x/a", str(i), "s@x/r1")
+        assert request.stanza is None, "the payload is let go at once"
+    assert len(t._deadlines) <= 1024 + 2
+    kept = t.add("u@x/a", "kept", "proxy.x", "s@x/r1", None, now=0)
+    assert t.expire(3600) == [kept]

@@ -87,3 +87,13 @@ def test_bare_and_resource():
     assert jat.resource("a@b/c/d") == "c/d"
     assert jat.bare("a@b") == "a@b"
     assert jat.resource("a@b") is None
+
+
+@pytest.mark.parametrize("address", ["alice@a..b", "alice@.b", "", "a b@c", "x@example.org/"])
+def test_is_valid_jid_never_raises(address):
+    assert jat.isValidJID(address) is False
+
+
+def test_is_valid_jid():
+    assert jat.isValidJID("alice@example.org/phone")
+    assert not jat.isValidJID("Alice@example.org"), "stringprep would change it"

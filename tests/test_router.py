@@ -387,3 +387,32 @@ def test_metrics(setup):
         ("requestTimedOut",),
         ("answerSent", "error", "remote-server-timeout"),
     ]
+
+
+def test_outbound_to_an_address_stringprep_cannot_read(setup):
+    stub, clock, resources, router = setup
+    stub.receive(iq("get", R1, COMPONENT + "/alice@a..b"))
+    assert error_of(stub.pop()) == ("modify", "jid-malformed")
+
+
+def test_a_bug_costs_an_error_answer_not_the_connection(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+
+    def broken(online, requester):
+        raise RuntimeError("a bug")
+
+    router.strategy.choose = broken
+    assert stub.receive(iq("get", USER, COMPONENT))
+    assert error_of(stub.pop()) == ("cancel", "internal-server-error")
+
+
+def test_all_resources_leaving_at_once_sends_nothing_again(setup):
+    stub, clock, resources, router = setup
+    for name in "abc":
+        resources.available(TARGET + "/" + name)
+    stub.receive(iq("get", USER, COMPONENT))
+    stub.sent.clear()
+    resources.clear()
+    [answer] = stub.output
+    assert error_of(answer) == ("cancel", "service-unavailable")
