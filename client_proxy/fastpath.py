@@ -104,6 +104,20 @@ def errorCondition(inner: bytes) -> str:
     return "undefined-condition"
 
 
+def isBounce(inner: bytes) -> bool:
+    """
+    Whether an IQ error's payload is what a server bounces: an error
+    C{service-unavailable} and nothing else, not even the request.
+    """
+    inner = inner.strip()
+    return (
+        inner.startswith(b"<error")
+        and inner.endswith(b"</error>")
+        and inner.count(b"<error") == 1
+        and errorCondition(inner) == "service-unavailable"
+    )
+
+
 class StanzaSplitter:
     """
     Splits a stream's bytes into stanzas, and hands IQs to a handler.

@@ -25,12 +25,23 @@ class Request:
     @ivar stanza: for a C{get}, the forwarded stanza, kept to send it again
         to another resource; C{None} for a C{set}, which is never repeated.
     @ivar deadline: when the requester is told that it timed out.
+    @ivar triedElsewhere: whether a bounce already sent it to another
+        resource.
     @ivar alias: the id the component gave the request when it sent it on
         under its own name (a request from the target to someone else), or
         C{None}.
     """
 
-    __slots__ = ("requester", "stanzaID", "to", "resource", "stanza", "deadline", "alias")
+    __slots__ = (
+        "requester",
+        "stanzaID",
+        "to",
+        "resource",
+        "stanza",
+        "deadline",
+        "alias",
+        "triedElsewhere",
+    )
 
     def __init__(
         self, requester, stanzaID, to, resource, stanza, deadline, alias=None
@@ -42,6 +53,7 @@ class Request:
         self.stanza = stanza
         self.deadline: float = deadline
         self.alias: str | None = alias
+        self.triedElsewhere = False
 
 
 class Refused(Exception):
@@ -144,18 +156,28 @@ class RequestTable:
             r for r in self._deadlines if live.get((r.requester, r.stanzaID)) is r
         )
 
-    def answer(self, requester: str, stanzaID: str, resource: str) -> Request | None:
+    def answered(self, requester: str, stanzaID: str, resource: str) -> Request | None:
         """
-        Take the request that an answer from C{resource} answers.
+        The request that an answer from C{resource} answers, left in flight.
 
-        @return: the request, now removed; C{None} when no such request is
-            in flight, or when it went to another resource: such an answer
-            is unsolicited and must not be forwarded.
+        @return: C{None} when no such request is in flight, or when it went
+            to another resource: such an answer is unsolicited and must not
+            be forwarded.
         """
         request = self._requests.get((requester, stanzaID))
         if request is None or request.resource != resource:
             return None
-        self.remove(request)
+        return request
+
+    def answer(self, requester: str, stanzaID: str, resource: str) -> Request | None:
+        """
+        Take the request that an answer from C{resource} answers.
+
+        @return: the request, now removed; C{None} as for L{answered}.
+        """
+        request = self.answered(requester, stanzaID, resource)
+        if request is not None:
+            self.remove(request)
         return request
 
     def answerAlias(self, alias: str, sender: str) -> Request | None:

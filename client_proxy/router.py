@@ -9,7 +9,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from client_proxy import jat
-from client_proxy.fastpath import errorCondition, errorIQBytes, escape, iqBytes
+from client_proxy.fastpath import errorCondition, errorIQBytes, escape, iqBytes, isBounce
 from client_proxy.inflight import Refused, Request, RequestTable
 from client_proxy.metrics import IMetrics, NoMetrics
 from client_proxy.presence import IResourceObserver
@@ -200,7 +200,7 @@ class IQRouter(RoutingHandler):
         requester = jat.decode(self.instance, iq.get("to", ""))
         request = None
         if requester is not None:
-            request = self.table.answer(requester, iq.get("id"), sender)
+            request = self.table.answered(requester, iq.get("id"), sender)
         if request is None:
             self.metrics.stanzaDropped("unsolicited")
             self.log.info(
@@ -210,7 +210,41 @@ class IQRouter(RoutingHandler):
                 to=iq.get("to"),
             )
             return
+        if iq.get("type") == "error" and self._tryElsewhere(request, inner):
+            return
+        self.table.remove(request)
         self._answered(request, iq, inner)
+
+    def _tryElsewhere(self, request: Request, inner: bytes) -> bool:
+        """
+        A get answered with a bare C{service-unavailable} goes once to
+        another online resource, and the error is not forwarded.
+
+        That is how a server bounces a stanza to a full JID that has gone
+        offline (RFC 6121, 8.5.3.2.1), and the bounce can come before the
+        resource's unavailable presence. A client that really answered so
+        just makes the get, which has no side effects, go to one more
+        resource, whose answer is forwarded whatever it is.
+
+        @return: whether the request went elsewhere.
+        """
+        if request.stanza is None or request.triedElsewhere or not isBounce(inner):
+            return False
+        others = tuple(r for r in self.resources.online() if r != request.resource)
+        if not others:
+            return False
+        moved = self.strategy.choose(others, request.requester)
+        self.log.info(
+            "{resource} bounced a request of {requester}; sending it to {moved}",
+            resource=request.resource,
+            requester=request.requester,
+            moved=moved,
+        )
+        request.triedElsewhere = True
+        self.table.move(request, moved)
+        self.metrics.requestRetried()
+        self._sendTo(moved, request.stanza)
+        return True
 
     def _answered(self, request: Request, iq: dict[str, str], inner: bytes) -> None:
         """

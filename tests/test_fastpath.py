@@ -14,6 +14,7 @@ from client_proxy.fastpath import (
     errorIQBytes,
     escape,
     iqBytes,
+    isBounce,
 )
 
 HEADER = (
@@ -132,3 +133,10 @@ def test_an_unusual_iq_reaches_the_handler_through_the_element_parser():
     [(attributes, inner)] = taken
     assert attributes == {"type": "get", "id": "odd", "xml:lang": "en"}
     assert inner == b"<q xmlns='u'>x &amp; y</q>"
+
+
+def test_is_bounce():
+    condition = b"<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+    assert isBounce(b"<error type='cancel'>" + condition + b"</error>")
+    assert not isBounce(b"<q xmlns='u'/><error type='cancel'>" + condition + b"</error>")
+    assert not isBounce(b"<error type='cancel'><item-not-found xmlns='x'/></error>")

@@ -416,3 +416,49 @@ def test_all_resources_leaving_at_once_sends_nothing_again(setup):
     resources.clear()
     [answer] = stub.output
     assert error_of(answer) == ("cancel", "service-unavailable")
+
+
+def bounce(sender, to, id="1234", condition="service-unavailable", payload=False):
+    element = iq("error", sender, to, id=id, payload=payload)
+    error = element.addElement("error")
+    error["type"] = "cancel"
+    error.addElement(("urn:ietf:params:xml:ns:xmpp-stanzas", condition))
+    return element
+
+
+def test_a_bounce_sends_a_get_elsewhere_once(setup):
+    """
+    The server bounced the get (its resource left, and the component has
+    not heard yet): another resource gets it; a second bounce is forwarded.
+    """
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    resources.available(R2)
+    stub.receive(iq("get", USER, COMPONENT))
+    assert stub.pop()["to"] == R1
+    stub.receive(bounce(R1, COMPONENT + "/" + USER))
+    again = stub.pop()
+    assert (again["to"], again["type"]) == (R2, "get")
+    assert stub.output == []
+    stub.receive(bounce(R2, COMPONENT + "/" + USER))
+    assert error_of(stub.pop()) == ("cancel", "service-unavailable")
+    assert len(router.table) == 0
+
+
+@pytest.mark.parametrize(
+    "request_type, answer",
+    [
+        ("set", bounce(R1, COMPONENT + "/" + USER)),
+        ("get", bounce(R1, COMPONENT + "/" + USER, payload=True)),
+        ("get", bounce(R1, COMPONENT + "/" + USER, condition="item-not-found")),
+    ],
+)
+def test_other_errors_are_answers(setup, request_type, answer):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    resources.available(R2)
+    stub.receive(iq(request_type, USER, COMPONENT))
+    stub.sent.clear()
+    stub.receive(answer)
+    [forwarded] = stub.output
+    assert (forwarded["type"], forwarded["to"]) == ("error", USER)
