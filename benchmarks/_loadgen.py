@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.support.ejabberd import Ejabberd, ejabberd_available  # noqa: E402
+from tests.support.procfs import descendant  # noqa: E402
 from tests.support.prosody import Prosody, prosody_available  # noqa: E402
 from tests.support.proxy import TWISTD, ProxyProcess, client_proxy  # noqa: E402
 
@@ -77,29 +78,6 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS for %d" % (pid,))
 
 
-def comm(pid: int) -> str:
-    with open("/proc/%d/comm" % (pid,)) as f:
-        return f.read().strip()
-
-
-def children(pid: int) -> list[int]:
-    """
-    The pids whose parent is C{pid}.
-    """
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % (entry,)) as f:
-                data = f.read()
-        except OSError:
-            continue
-        if int(data[data.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def prosody_pid(prosody: Prosody) -> int:
     """
     The pid of the Lua process that is Prosody.
@@ -108,13 +86,10 @@ def prosody_pid(prosody: Prosody) -> int:
     the pid is already Lua's); should a wrapper such as C{runuser} sit in
     between, its descendants are searched for the Lua process.
     """
-    todo = [prosody.process.pid]
-    while todo:
-        pid = todo.pop(0)
-        if comm(pid).startswith("lua"):
-            return pid
-        todo.extend(children(pid))
-    raise RuntimeError("no Lua process under pid %d" % (prosody.process.pid,))
+    pid = descendant(prosody.process.pid, "lua")
+    if pid is None:
+        raise RuntimeError("no Lua process under pid %d" % (prosody.process.pid,))
+    return pid
 
 
 def prosody_version(package: str = "prosody") -> str:

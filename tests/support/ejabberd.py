@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.procfs import descendant
 from tests.support.prosody import accepts, free_port
 
 #: The user ejabberd runs as when the harness runs as root.
@@ -152,32 +153,6 @@ def _chown(path: Path) -> None:
     if os.geteuid() == 0:
         user = pwd.getpwnam(EJABBERD_USER)
         os.chown(path, user.pw_uid, user.pw_gid)
-
-
-def _children(pid: int) -> list[int]:
-    """
-    The pids whose parent is C{pid}.
-    """
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % (entry,)) as f:
-                data = f.read()
-        except OSError:
-            continue
-        if int(data[data.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open("/proc/%d/comm" % (pid,)) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 class Epmd:
@@ -400,13 +375,7 @@ class Ejabberd:
         """
         if self.process is None or self.process.poll() is not None:
             return None
-        todo = [self.process.pid]
-        while todo:
-            pid = todo.pop(0)
-            if _comm(pid).startswith("beam"):
-                return pid
-            todo.extend(_children(pid))
-        return None
+        return descendant(self.process.pid, "beam")
 
     def stop(self, timeout: float = 15.0) -> None:
         """
