@@ -338,18 +338,20 @@ def build(
             int,
         ),
         strategy=_checked("strategyName", strategy, orDefault(strategyName, "strategy")),
-        stateFile=_checked("stateFile", checkStateFile, stateFile)
-        if _given(stateFile)
-        else None,
-        instanceJid=_checked("instanceJid", instanceJID, instanceJid, jid)
-        if _given(instanceJid)
-        else None,
-        instanceEndpoint=_checked(
+        stateFile=_optional("stateFile", checkStateFile, stateFile),
+        instanceJid=_optional("instanceJid", instanceJID, instanceJid, jid),
+        instanceEndpoint=_optional(
             "instanceEndpoint", checkEndpoint, instanceEndpoint, "the instance endpoint"
-        )
-        if _given(instanceEndpoint)
-        else None,
+        ),
     )
+
+
+def _optional(key: str, check: Callable[..., object], value: object, *args: object):
+    """
+    C{None} for a setting not given, else the setting checked as by
+    L{_checked}.
+    """
+    return _checked(key, check, value, *args) if _given(value) else None
 
 
 def fromEnvironment(environ: Mapping[str, str] = os.environ) -> ProxyConfig:
@@ -357,20 +359,27 @@ def fromEnvironment(environ: Mapping[str, str] = os.environ) -> ProxyConfig:
     Build a L{ProxyConfig} from C{CLIENT_PROXY_*} variables, for proxy.tac.
     """
     return build(
-        jid=environ.get("CLIENT_PROXY_JID"),
-        target=environ.get("CLIENT_PROXY_TARGET"),
-        endpoint=environ.get("CLIENT_PROXY_ENDPOINT"),
-        timeout=environ.get("CLIENT_PROXY_TIMEOUT"),
-        keepalive=environ.get("CLIENT_PROXY_KEEPALIVE"),
-        standbyInterval=environ.get("CLIENT_PROXY_STANDBY_INTERVAL"),
-        maxInFlightPerRequester=environ.get("CLIENT_PROXY_MAX_IN_FLIGHT_PER_REQUESTER"),
-        maxInFlight=environ.get("CLIENT_PROXY_MAX_IN_FLIGHT"),
-        strategyName=environ.get("CLIENT_PROXY_STRATEGY"),
-        stateFile=environ.get("CLIENT_PROXY_STATE_FILE"),
-        instanceJid=environ.get("CLIENT_PROXY_INSTANCE_JID"),
-        instanceEndpoint=environ.get("CLIENT_PROXY_INSTANCE_ENDPOINT"),
+        **{parameter: environ.get(name) for parameter, name in VARIABLES.items()},
         environ=environ,
     )
+
+
+#: The variable for each parameter of L{build} that L{fromEnvironment}
+#: reads; the secret's variables L{build} reads itself.
+VARIABLES = {
+    "jid": "CLIENT_PROXY_JID",
+    "target": "CLIENT_PROXY_TARGET",
+    "endpoint": "CLIENT_PROXY_ENDPOINT",
+    "timeout": "CLIENT_PROXY_TIMEOUT",
+    "keepalive": "CLIENT_PROXY_KEEPALIVE",
+    "standbyInterval": "CLIENT_PROXY_STANDBY_INTERVAL",
+    "maxInFlightPerRequester": "CLIENT_PROXY_MAX_IN_FLIGHT_PER_REQUESTER",
+    "maxInFlight": "CLIENT_PROXY_MAX_IN_FLIGHT",
+    "strategyName": "CLIENT_PROXY_STRATEGY",
+    "stateFile": "CLIENT_PROXY_STATE_FILE",
+    "instanceJid": "CLIENT_PROXY_INSTANCE_JID",
+    "instanceEndpoint": "CLIENT_PROXY_INSTANCE_ENDPOINT",
+}
 
 
 # Configuration files: `twistd client-proxy --config proxy.toml`, or
@@ -387,20 +396,9 @@ METRICS_VARIABLE = "CLIENT_PROXY_METRICS"
 #: The variables L{fromEnvironment} and L{build} read: settings of a single
 #: proxy, which a configuration file replaces.
 ENVIRONMENT_VARIABLES = (
-    "CLIENT_PROXY_JID",
-    "CLIENT_PROXY_TARGET",
+    *VARIABLES.values(),
     "CLIENT_PROXY_SECRET",
     "CLIENT_PROXY_SECRET_FILE",
-    "CLIENT_PROXY_ENDPOINT",
-    "CLIENT_PROXY_TIMEOUT",
-    "CLIENT_PROXY_MAX_IN_FLIGHT_PER_REQUESTER",
-    "CLIENT_PROXY_MAX_IN_FLIGHT",
-    "CLIENT_PROXY_STRATEGY",
-    "CLIENT_PROXY_STATE_FILE",
-    "CLIENT_PROXY_KEEPALIVE",
-    "CLIENT_PROXY_STANDBY_INTERVAL",
-    "CLIENT_PROXY_INSTANCE_JID",
-    "CLIENT_PROXY_INSTANCE_ENDPOINT",
 )
 
 

@@ -9,23 +9,24 @@ from client_proxy import config
 from client_proxy.dispatch import STRATEGIES
 from client_proxy.service import makeProxiesService
 
-#: The options that configure one proxy: with --config, the file holds them.
-PROXY_OPTIONS = (
-    "jid",
-    "target",
-    "secret-file",
-    "secret",
-    "endpoint",
-    "timeout",
-    "keepalive",
-    "standby-interval",
-    "max-in-flight-per-requester",
-    "max-in-flight",
-    "strategy",
-    "state-file",
-    "instance-jid",
-    "instance-endpoint",
-)
+#: The options that configure one proxy, and the parameter of
+#: L{config.build} each one gives: with --config, the file holds them.
+PROXY_OPTIONS = {
+    "jid": "jid",
+    "target": "target",
+    "secret-file": "secretFile",
+    "secret": "secret",
+    "endpoint": "endpoint",
+    "timeout": "timeout",
+    "keepalive": "keepalive",
+    "standby-interval": "standbyInterval",
+    "max-in-flight-per-requester": "maxInFlightPerRequester",
+    "max-in-flight": "maxInFlight",
+    "strategy": "strategyName",
+    "state-file": "stateFile",
+    "instance-jid": "instanceJid",
+    "instance-endpoint": "instanceEndpoint",
+}
 
 
 class Options(usage.Options):
@@ -98,20 +99,7 @@ class Options(usage.Options):
             else:
                 self["proxies"] = [
                     config.build(
-                        jid=self["jid"],
-                        target=self["target"],
-                        secret=self["secret"],
-                        secretFile=self["secret-file"],
-                        endpoint=self["endpoint"],
-                        timeout=self["timeout"],
-                        keepalive=self["keepalive"],
-                        standbyInterval=self["standby-interval"],
-                        maxInFlightPerRequester=self["max-in-flight-per-requester"],
-                        maxInFlight=self["max-in-flight"],
-                        strategyName=self["strategy"],
-                        stateFile=self["state-file"],
-                        instanceJid=self["instance-jid"],
-                        instanceEndpoint=self["instance-endpoint"],
+                        **{parameter: self[option] for option, parameter in PROXY_OPTIONS.items()}
                     )
                 ]
         except config.ConfigError as e:
