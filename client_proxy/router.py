@@ -173,11 +173,7 @@ class IQRouter(RoutingHandler):
                 requester=requester,
                 reason=e.text,
             )
-            self.metrics.answerSent("error", e.condition)
-            self.streams.sendFrom(
-                addressedTo,
-                errorIQBytes(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text),
-            )
+            self._sendError(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text)
             return
         self._scheduleExpiry()
         self.metrics.requestForwarded()
@@ -202,18 +198,26 @@ class IQRouter(RoutingHandler):
         if requester is not None:
             request = self.table.answered(requester, iq.get("id"), sender)
         if request is None:
-            self.metrics.stanzaDropped("unsolicited")
-            self.log.info(
-                "Dropping an unsolicited IQ {type} from {sender} to {to}",
-                type=iq.get("type"),
-                sender=sender,
-                to=iq.get("to"),
-            )
+            self._dropUnsolicited(iq)
             return
         if iq.get("type") == "error" and self._tryElsewhere(request, inner):
             return
         self.table.remove(request)
         self._answered(request, iq, inner)
+
+    def _dropUnsolicited(self, iq: dict[str, str]) -> None:
+        """
+        An answer to nothing in flight, or from the wrong entity: never
+        forwarded.
+        """
+        self.metrics.stanzaDropped("unsolicited")
+        self.log.info(
+            "Dropping an unsolicited IQ {type} from {sender} to {to} with id {id}",
+            type=iq.get("type"),
+            sender=iq.get("from"),
+            to=iq.get("to"),
+            id=iq.get("id"),
+        )
 
     def _tryElsewhere(self, request: Request, inner: bytes) -> bool:
         """
@@ -233,18 +237,25 @@ class IQRouter(RoutingHandler):
         others = tuple(r for r in self.resources.online() if r != request.resource)
         if not others:
             return False
-        moved = self.strategy.choose(others, request.requester)
+        request.triedElsewhere = True
+        self._sendElsewhere(request, others, "bounced")
+        return True
+
+    def _sendElsewhere(self, request: Request, candidates: tuple[str, ...], why: str) -> None:
+        """
+        Send the get C{request} again, to one of C{candidates}.
+        """
+        moved = self.strategy.choose(candidates, request.requester)
         self.log.info(
-            "{resource} bounced a request of {requester}; sending it to {moved}",
+            "{resource} {why}; sending a request of {requester} to {moved}",
             resource=request.resource,
+            why=why,
             requester=request.requester,
             moved=moved,
         )
-        request.triedElsewhere = True
         self.table.move(request, moved)
         self.metrics.requestRetried()
         self._sendTo(moved, request.stanza)
-        return True
 
     def _answered(self, request: Request, iq: dict[str, str], inner: bytes) -> None:
         """
@@ -309,13 +320,7 @@ class IQRouter(RoutingHandler):
         """
         request = self.table.answerAlias(iq["id"], iq.get("from", ""))
         if request is None:
-            self.metrics.stanzaDropped("unsolicited")
-            self.log.info(
-                "Dropping an unsolicited IQ {type} from {sender} with id {id}",
-                type=iq.get("type"),
-                sender=iq.get("from"),
-                id=iq["id"],
-            )
+            self._dropUnsolicited(iq)
             return
         iq["id"] = request.stanzaID
         self._answered(request, iq, inner)
@@ -332,17 +337,7 @@ class IQRouter(RoutingHandler):
         for request in self.table.heldBy(resource):
             online = self.resources.online()
             if request.stanza is not None and online:
-                moved = self.strategy.choose(online, request.requester)
-                self.table.move(request, moved)
-                self.metrics.requestRetried()
-                self.log.info(
-                    "{resource} went offline; sending a request of {requester} "
-                    "to {moved}",
-                    resource=resource,
-                    requester=request.requester,
-                    moved=moved,
-                )
-                self._sendTo(moved, request.stanza)
+                self._sendElsewhere(request, online, "went offline")
             elif request.stanza is not None:
                 self.table.remove(request)
                 self.answerWithError(
@@ -364,18 +359,13 @@ class IQRouter(RoutingHandler):
         """
         Answer a request that was not forwarded with a stanza error.
         """
-        self.metrics.answerSent("error", condition)
-        sender = iq.get("to", self.component)
-        self.streams.sendFrom(
-            sender,
-            errorIQBytes(
-                iq.get("id"),
-                sender,
-                iq.get("from", ""),
-                condition,
-                errorType,
-                text,
-            )
+        self._sendError(
+            iq.get("id"),
+            iq.get("to", self.component),
+            iq.get("from", ""),
+            condition,
+            errorType,
+            text,
         )
 
     def answerWithError(
@@ -384,12 +374,25 @@ class IQRouter(RoutingHandler):
         """
         Answer a request in flight, no longer in the table, with an error.
         """
+        self._sendError(
+            request.stanzaID, request.to, request.requester, condition, errorType, text
+        )
+
+    def _sendError(
+        self,
+        stanzaID: str | None,
+        sender: str,
+        recipient: str,
+        condition: str,
+        errorType: str,
+        text: str | None,
+    ) -> None:
+        """
+        Send a requester the component's own error answer, and count it.
+        """
         self.metrics.answerSent("error", condition)
         self.streams.sendFrom(
-            request.to,
-            errorIQBytes(
-                request.stanzaID, request.to, request.requester, condition, errorType, text
-            ),
+            sender, errorIQBytes(stanzaID, sender, recipient, condition, errorType, text)
         )
 
     def answerAllWithError(self, condition: str, errorType: str, text: str) -> int:
