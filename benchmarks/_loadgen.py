@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.support.ejabberd import Ejabberd, ejabberd_available  # noqa: E402
-from tests.support.procfs import descendant  # noqa: E402
+from tests.support.processes import descendant  # noqa: E402
 from tests.support.prosody import Prosody, prosody_available  # noqa: E402
 from tests.support.proxy import TWISTD, ProxyProcess, client_proxy  # noqa: E402
 

@@ -87,7 +87,6 @@ def requester_main(port: int, connections: int, counter, conn) -> None:
     clients = [login(port, "requester%d" % (n,), "bench", presence=False) for n in range(connections)]
     socks = [c[0] for c in clients]
     readers = {c[0].fileno(): c[1] for c in clients}
-    bySocket = {c[0].fileno(): c[0] for c in clients}
     conn.send("ready")
     clock = time.monotonic
     while True:

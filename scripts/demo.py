@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support import processes  # noqa: E402
 from tests.support.prosody import Prosody, prosody_available  # noqa: E402
 from tests.support.proxy import ProxyProcess  # noqa: E402
 
@@ -90,13 +91,7 @@ class Worker:
         return self.logfile.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process, timeout=5)
 
 
 def stanzas(output: str) -> list[tuple[str, str, ET.Element]]:

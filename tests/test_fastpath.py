@@ -58,7 +58,7 @@ def test_split_at_any_read_boundary(chunk):
 
 
 def test_without_a_handler_everything_passes():
-    passed, taken = [], []
+    passed = []
     splitter = StanzaSplitter(passed.append)
     splitter.feed(STREAM)
     assert b"".join(passed) == STREAM

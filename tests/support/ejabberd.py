@@ -52,7 +52,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.support.procfs import descendant
+from tests.support import processes
+from tests.support.processes import descendant
 from tests.support.prosody import accepts, free_port
 
 #: The user ejabberd runs as when the harness runs as root.
@@ -187,14 +188,8 @@ class Epmd:
         """
         End this epmd, by its pid.
         """
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            processes.stop(self.process, timeout=5)
 
 
 class Ejabberd:

@@ -6,13 +6,14 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from tests.support import processes
 
 #: The user Prosody runs as: it refuses to run as root.
 PROSODY_USER = "prosody"
@@ -156,14 +157,8 @@ class Prosody:
         """
         Stop Prosody: SIGTERM, then SIGKILL if it has not exited in time.
         """
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            processes.stop(self.process, timeout=timeout)
 
     def restart(self) -> None:
         """

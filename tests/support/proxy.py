@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support import processes
+
 #: The twistd of the Python running the tests: the virtualenv where
 #: scripts/setup installed client-proxy with `pip install .`.
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -71,15 +73,9 @@ class ProxyProcess:
         """
         Stop the process with C{sig} and return its exit code.
         """
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = processes.stop(self.process, sig, timeout)
         self.process.stdout.close()
-        return self.process.returncode
+        return code
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

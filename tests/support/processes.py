@@ -1,8 +1,26 @@
 """
-Finding processes through /proc (Linux).
+Stopping the processes the tests start, and finding them through /proc
+(Linux).
 """
 
 import os
+import signal
+import subprocess
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    """
+    Send C{sig} to C{process} unless it has exited, wait for it, and kill
+    it if it has not exited in C{timeout} seconds; its exit code.
+    """
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def comm(pid: int) -> str:
