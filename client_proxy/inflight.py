@@ -12,6 +12,8 @@ Time is passed in, never read, so the table can be driven by any clock.
 
 from collections import deque
 
+from client_proxy.jat import bare
+
 
 class Request:
     """
@@ -192,7 +194,7 @@ class RequestTable:
         request = self._aliases.get(alias)
         if request is None:
             return None
-        if sender != request.resource and sender.partition("/")[0] != request.resource:
+        if sender != request.resource and bare(sender) != request.resource:
             return None
         self.remove(request)
         return request

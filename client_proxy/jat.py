@@ -39,14 +39,6 @@ def bare(address: str) -> str:
     return address.partition("/")[0]
 
 
-def resource(address: str) -> str | None:
-    """
-    The resourcepart of C{address}, or C{None} when there is none.
-    """
-    _, slash, rest = address.partition("/")
-    return rest if slash else None
-
-
 def domain(address: str) -> str:
     """
     The domainpart of C{address}.

@@ -82,11 +82,11 @@ def test_decode_refuses_other_addresses(address):
     assert jat.decode(COMPONENT, address) is None
 
 
-def test_bare_and_resource():
+def test_bare_and_domain():
     assert jat.bare("a@b/c/d") == "a@b"
-    assert jat.resource("a@b/c/d") == "c/d"
     assert jat.bare("a@b") == "a@b"
-    assert jat.resource("a@b") is None
+    assert jat.domain("a@b/c@d") == "b"
+    assert jat.domain("b/c") == "b"
 
 
 @pytest.mark.parametrize("address", ["alice@a..b", "alice@.b", "", "a b@c", "x@example.org/"])
