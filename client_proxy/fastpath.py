@@ -35,9 +35,7 @@ _ESCAPES = {
     "\t": "&#9;",
 }
 
-_CONDITION = re.compile(
-    rb"""<([a-z-]+)\s+xmlns=['"]urn:ietf:params:xml:ns:xmpp-stanzas['"]"""
-)
+STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 #: Called with an IQ's attributes and inner XML; returns C{True} when it
 #: took the stanza, C{False} to let it flow on to the element parser.
@@ -96,26 +94,138 @@ def errorIQBytes(
 def errorCondition(inner: bytes) -> str:
     """
     The defined condition of the error in an IQ error's payload (RFC 6120,
-    8.3.3), or C{"undefined-condition"} if there is none.
+    8.3.2): the first child in the stanzas namespace of the C{error}
+    element that is a child of the stanza, whatever prefix or attribute
+    order it is written with; or C{"undefined-condition"} if there is none.
+
+    The payload may hold other elements first, even ones named like a
+    condition: a server may repeat the request's payload in a bounce, and
+    that came from the requester.
     """
-    for match in _CONDITION.finditer(inner):
-        if match.group(1) != b"text":
-            return match.group(1).decode("ascii")
-    return "undefined-condition"
+    found: list[str] = []
+    depth = 0
+    inError = False
+
+    def start(name: str, attributes: dict[str, str]) -> None:
+        nonlocal depth, inError
+        depth += 1
+        if depth == 2 and name == "error" and not found:
+            inError = True
+        elif depth == 3 and inError and not found:
+            namespace, _, local = name.rpartition(" ")
+            if namespace == STANZAS_NS and local != "text":
+                found.append(local)
+
+    def end(name: str) -> None:
+        nonlocal depth, inError
+        depth -= 1
+        if depth == 1:
+            inError = False
+
+    # The error element is in the stream's default namespace, which is
+    # declared on the stream's root, not here: with no default namespace
+    # declared, expat names it plainly "error".
+    parser = ParserCreate(namespace_separator=" ")
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    try:
+        parser.Parse(b"<i>" + inner + b"</i>", True)
+    except ExpatError:
+        pass
+    return found[0] if found else "undefined-condition"
 
 
 def isBounce(inner: bytes) -> bool:
     """
-    Whether an IQ error's payload is what a server bounces: an error
-    C{service-unavailable} and nothing else, not even the request.
+    Whether an IQ error's payload is what a server bounces to a full JID
+    that has gone (RFC 6121, 8.5.3.2.1): an error C{service-unavailable},
+    bare (Prosody), or after the request's payload with a text (ejabberd).
     """
-    inner = inner.strip()
-    return (
-        inner.startswith(b"<error")
-        and inner.endswith(b"</error>")
-        and inner.count(b"<error") == 1
-        and errorCondition(inner) == "service-unavailable"
-    )
+    return errorCondition(inner) == "service-unavailable"
+
+
+_TEXT_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;"))
+
+
+def _escapeText(text: str) -> str:
+    """
+    Escape character data with the fewest bytes XML 1.0 allows: quotes
+    need no escaping in text (section 2.4); a carriage return is written as
+    a reference, or the next parser would read it as a line feed.
+    """
+    for character, reference in _TEXT_ESCAPES:
+        if character in text:
+            text = text.replace(character, reference)
+    return text
+
+
+def _attribute(name: str, value: str) -> str:
+    """
+    An attribute in whichever quotes need fewer escapes.
+    """
+    if "'" in value and value.count('"') < value.count("'"):
+        value = escape(value).replace("&apos;", "'").replace('"', "&quot;")
+        return ' %s="%s"' % (name, value)
+    return " %s='%s'" % (name, escape(value))
+
+
+def compact(stanza: bytes) -> bytes | None:
+    """
+    The same stanza, written again with as few bytes as XML allows.
+
+    Servers may write text generously: Prosody writes every C{"} and C{'}
+    in text as C{&quot;} and C{&apos;}, six bytes for one, so a request
+    that fits a client stream can reach a component several times larger
+    than the server then accepts back. Parsing it and writing it again
+    without needless escapes gives the same XML infoset (namespace
+    declarations and prefixes included, as they are copied as written;
+    comments and processing instructions, which RFC 6120, 11.1 forbids
+    in stanzas, are left out).
+
+    @return: the compact stanza, or C{None} if it is not well-formed on
+        its own (an undeclared entity, say).
+    """
+    out: list[str] = []
+    pending = False  # a start tag is written but for its closing ">"
+
+    def start(name: str, attributes: list[str]) -> None:
+        nonlocal pending
+        if pending:
+            out.append(">")
+        out.append("<" + name)
+        out.extend(
+            _attribute(attributes[i], attributes[i + 1])
+            for i in range(0, len(attributes), 2)
+        )
+        pending = True
+
+    def end(name: str) -> None:
+        nonlocal pending
+        if pending:
+            out.append("/>")
+            pending = False
+        else:
+            out.append("</%s>" % (name,))
+
+    def text(data: str) -> None:
+        nonlocal pending
+        if pending:
+            out.append(">")
+            pending = False
+        out.append(_escapeText(data))
+
+    parser = ParserCreate()
+    parser.ordered_attributes = True
+    parser.buffer_text = True
+    parser.buffer_size = 1 << 20
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    try:
+        parser.Parse(stanza, True)
+    except ExpatError:
+        return None
+    return "".join(out).encode("utf-8")
 
 
 class StanzaSplitter:

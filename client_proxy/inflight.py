@@ -12,7 +12,7 @@ Time is passed in, never read, so the table can be driven by any clock.
 
 from collections import deque
 
-from client_proxy.jat import bare
+from client_proxy.jat import bare, domain
 
 
 class Request:
@@ -64,13 +64,15 @@ class Refused(Exception):
 
     @ivar condition: the stanza error condition (RFC 6120, 8.3.3) to answer
         the request with; C{errorType} its error type.
+    @ivar reason: which rule refused it, in a word, for metrics and logs.
     """
 
-    def __init__(self, condition: str, errorType: str, text: str) -> None:
+    def __init__(self, condition: str, errorType: str, text: str, reason: str) -> None:
         super().__init__(text)
         self.condition = condition
         self.errorType = errorType
         self.text = text
+        self.reason = reason
 
 
 class RequestTable:
@@ -82,18 +84,38 @@ class RequestTable:
     request has the same timeout, so deadlines grow in insertion order and a
     plain queue finds the expired ones without a timer each.
 
+    The table is shared fairly. Anyone on the federated network may send
+    requests, and a server can invent as many resources, and users, of its
+    own domain as it likes; so a requester is counted by its bare JID, and
+    every domain has its share too: a flood from one domain leaves room for
+    the others. The gets' payloads kept for a retry are counted in bytes.
+
     @ivar timeout: seconds a request may stay in flight.
-    @ivar maxPerRequester: requests one requester may have in flight.
+    @ivar maxPerRequester: requests one bare JID may have in flight.
+    @ivar maxPerDomain: requests the JIDs of one domain may have in flight.
     @ivar maxTotal: requests all requesters together may have in flight.
+    @ivar maxRetainedBytes: bytes of stanzas kept for a retry, together.
+    @ivar retainedBytes: bytes of stanzas kept for a retry now.
     """
 
-    def __init__(self, timeout: float, maxPerRequester: int, maxTotal: int) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        maxPerRequester: int,
+        maxTotal: int,
+        maxPerDomain: int | None = None,
+        maxRetainedBytes: int = 64 << 20,
+    ) -> None:
         self.timeout = timeout
         self.maxPerRequester = maxPerRequester
         self.maxTotal = maxTotal
+        self.maxPerDomain = maxPerDomain or max(1, maxTotal // 4)
+        self.maxRetainedBytes = maxRetainedBytes
+        self.retainedBytes = 0
         self._requests: dict[tuple[str, str], Request] = {}
         self._byResource: dict[str, dict[tuple[str, str], Request]] = {}
         self._perRequester: dict[str, int] = {}
+        self._perDomain: dict[str, int] = {}
         self._deadlines: deque[Request] = deque()
         self._aliases: dict[str, Request] = {}
 
@@ -105,17 +127,21 @@ class RequestTable:
 
     def add(
         self,
+        *,
         requester: str,
         stanzaID: str,
         to: str,
         resource: str,
-        stanza,
         now: float,
+        stanza: bytes | None = None,
         alias: str | None = None,
     ) -> Request:
         """
         Record a request forwarded to C{resource}.
 
+        @param stanza: for a get, the stanza to send again elsewhere.
+        @param alias: for a request sent on under the component's own id,
+            that id.
         @raise Refused: past a limit, or when the requester already has a
             request with this id in flight (its answer could not be told
             apart).
@@ -123,17 +149,42 @@ class RequestTable:
         key = (requester, stanzaID)
         if key in self._requests:
             raise Refused(
-                "conflict", "cancel", "a request of yours with this id is in flight"
+                "conflict",
+                "cancel",
+                "a request of yours with this id is in flight",
+                "duplicate_id",
             )
-        count = self._perRequester.get(requester, 0)
+        jid = bare(requester)
+        count = self._perRequester.get(jid, 0)
         if count >= self.maxPerRequester:
             raise Refused(
-                "resource-constraint", "wait", "too many requests of yours in flight"
+                "resource-constraint",
+                "wait",
+                "too many requests of yours in flight",
+                "requester_limit",
+            )
+        host = domain(jid)
+        domainCount = self._perDomain.get(host, 0)
+        if domainCount >= self.maxPerDomain:
+            raise Refused(
+                "resource-constraint",
+                "wait",
+                "too many requests from your domain in flight",
+                "domain_limit",
             )
         if len(self._requests) >= self.maxTotal:
             raise Refused(
-                "resource-constraint", "wait", "too many requests in flight"
+                "resource-constraint", "wait", "too many requests in flight", "total_limit"
             )
+        if stanza is not None:
+            if self.retainedBytes + len(stanza) > self.maxRetainedBytes:
+                raise Refused(
+                    "resource-constraint",
+                    "wait",
+                    "too many bytes of requests in flight",
+                    "retained_bytes",
+                )
+            self.retainedBytes += len(stanza)
         request = Request(
             requester, stanzaID, to, resource, stanza, now + self.timeout, alias
         )
@@ -141,7 +192,8 @@ class RequestTable:
         if alias is not None:
             self._aliases[alias] = request
         self._byResource.setdefault(resource, {})[key] = request
-        self._perRequester[requester] = count + 1
+        self._perRequester[jid] = count + 1
+        self._perDomain[host] = domainCount + 1
         self._deadlines.append(request)
         if len(self._deadlines) > 2 * len(self._requests) + 1024:
             self._compact()
@@ -205,18 +257,18 @@ class RequestTable:
         """
         key = (request.requester, request.stanzaID)
         del self._requests[key]
-        request.stanza = None
+        if request.stanza is not None:
+            self.retainedBytes -= len(request.stanza)
+            request.stanza = None
         if request.alias is not None:
             del self._aliases[request.alias]
         held = self._byResource[request.resource]
         del held[key]
         if not held:
             del self._byResource[request.resource]
-        count = self._perRequester[request.requester] - 1
-        if count:
-            self._perRequester[request.requester] = count
-        else:
-            del self._perRequester[request.requester]
+        jid = bare(request.requester)
+        _decrement(self._perRequester, jid)
+        _decrement(self._perDomain, domain(jid))
 
     def move(self, request: Request, resource: str) -> None:
         """
@@ -275,6 +327,20 @@ class RequestTable:
         self._requests.clear()
         self._byResource.clear()
         self._perRequester.clear()
+        self._perDomain.clear()
         self._deadlines.clear()
         self._aliases.clear()
+        self.retainedBytes = 0
         return requests
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    """
+    Count one less for C{key}, forgetting it at zero: the counts hold only
+    who has requests in flight.
+    """
+    count = counts[key] - 1
+    if count:
+        counts[key] = count
+    else:
+        del counts[key]

@@ -62,14 +62,13 @@ def isValidJID(address: str) -> bool:
 @lru_cache(maxsize=4096)
 def _check_encodable(requester: str) -> None:
     """
-    Raise L{JATError} unless C{requester} is a valid resourcepart as it is.
+    Raise L{JATError} unless C{requester} can be carried in a resourcepart.
 
-    The encoded address must survive the server's own stringprep unchanged,
-    or the implementing client's answer would come back to an address that
-    no longer decodes to the requester. Resourceprep (RFC 6122, appendix B)
-    rejects some strings whose parts are valid on their own: a Latin domain
-    next to a right-to-left resource fails its bidi rule, for one. Cached,
-    since the same requesters ask again and again.
+    Only what cannot be carried back is refused: a string resourceprep
+    (RFC 6122, appendix B) rejects, though its parts are valid on their own
+    (a Latin domain next to a right-to-left resource fails its bidi rule,
+    for one), or one too long. Cached, since the same requesters ask again
+    and again.
     """
     if not requester:
         raise JATError("the request carries no sender address")
@@ -79,11 +78,13 @@ def _check_encodable(requester: str) -> None:
             "carry" % (MAX_RESOURCE_BYTES,)
         )
     try:
-        prepared = resourceprep.prepare(requester)
+        resourceprep.prepare(requester)
     except Exception as e:
         raise JATError("the sender address is not a valid resource: %s" % (e,))
-    if prepared != requester:
-        raise JATError("the sender address changes under resourceprep")
+    # What resourceprep would change (a compatibility character such as
+    # U+FB01, which the older profile maps to "fi") is accepted as it is: a
+    # server that routes it byte-exact (ejabberd) carries the answer back
+    # to it, and one that does not never let such a requester connect.
 
 
 def encode(component: str, requester: str) -> str:

@@ -7,7 +7,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from client_proxy import jat
-from client_proxy.routing import RoutingHandler
+from client_proxy.routing import RoutingHandler, StanzaTooLarge
 
 
 class MessageRouter(RoutingHandler):
@@ -25,7 +25,9 @@ class MessageRouter(RoutingHandler):
     of type error, which is never answered (RFC 6120, 8.3.1), so that two
     entities cannot bounce errors at each other for ever. A message from
     the target to the component's bare JID is a C{bad-request}: nobody is
-    behind that address.
+    behind that address. A message from someone the access policy refuses
+    is answered C{forbidden}; one too large to send on (see
+    L{client_proxy.routing.Streams.sendFrom}), C{policy-violation}.
     """
 
     log = Logger()
@@ -45,6 +47,9 @@ class MessageRouter(RoutingHandler):
         A user wrote to the component: on to a resource of the target.
         """
         sender = message.getAttribute("from", "")
+        if not self.access.allows(sender):
+            self.refuse(message, "forbidden", "auth", None)
+            return
         online = self.resources.online()
         if not online:
             self.refuse(message, "service-unavailable", "cancel", "no resource is online")
@@ -54,9 +59,10 @@ class MessageRouter(RoutingHandler):
         except jat.JATError as e:
             self.refuse(message, "jid-malformed", "modify", str(e))
             return
+        to = message.getAttribute("to", self.component)
         message["from"] = translated
         message["to"] = self.strategy.choose(online, sender)
-        self.streams.sendFrom(translated, message)
+        self._send(message, translated, sender, to)
 
     def messageFromTargetReceived(self, message: domish.Element) -> None:
         """
@@ -74,23 +80,44 @@ class MessageRouter(RoutingHandler):
         ):
             self.refuse(message, "jid-malformed", "modify", "not an address to send to")
             return
+        sender = message["from"]
         message["from"] = self.component
         message["to"] = remote
-        self.streams.sendFrom(self.component, message)
+        self._send(message, self.component, sender, to)
+
+    def _send(self, message: domish.Element, sender: str, origin: str, to: str) -> None:
+        """
+        Send C{message}, translated, from C{sender}; if it is too large, its
+        C{origin}, who wrote it C{to} the component, hears so instead.
+        """
+        try:
+            self.streams.sendFrom(sender, message)
+        except StanzaTooLarge:
+            message["from"], message["to"] = origin, to
+            self.refuse(
+                message,
+                "policy-violation",
+                "modify",
+                "the message is larger than the %d bytes the proxy may send"
+                % (self.streams.maxStanzaSize,),
+            )
 
     def refuse(
         self, message: domish.Element, condition: str, errorType: str, text: str | None
     ) -> None:
         """
-        Answer an undeliverable message with an error, unless it is one.
+        Answer an undeliverable message with an error, unless it is one
+        (RFC 6120, 8.3.1), and count it. The error does not repeat the
+        message's content (RFC 6120, 8.3.1 allows it, not requires it):
+        it could be what made the message undeliverable.
         """
+        sender = message.getAttribute("from", "")
+        self.tally.count("refused", "messages", condition, sender)
         if message.getAttribute("type") == "error":
-            self.log.debug(
-                "Dropping an undeliverable error message from {sender}",
-                sender=message.getAttribute("from"),
-            )
             return
-        self.streams.sendFrom(
-            message.getAttribute("to", self.component),
-            StanzaError(condition, errorType, text).toResponse(message),
-        )
+        error = StanzaError(condition, errorType, text).toResponse(message)
+        error.children = [child for child in error.children if child.name == "error"]
+        try:
+            self.streams.sendFrom(message.getAttribute("to", self.component), error)
+        except StanzaTooLarge:
+            self.tally.count("dropped", "errors", "too large", sender)

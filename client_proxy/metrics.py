@@ -70,6 +70,13 @@ class IMetrics(Interface):
         such as C{unsolicited}.
         """
 
+    def requestRefused(reason: str) -> None:
+        """
+        A request was answered with an error by the component rather than
+        forwarded: C{reason} is a short word of the component's own, such
+        as C{domain_limit} (never a word a sender chose).
+        """
+
 
 @implementer(IMetrics)
 class NoMetrics:
@@ -96,6 +103,9 @@ class NoMetrics:
         pass
 
     def stanzaDropped(self, reason: str) -> None:
+        pass
+
+    def requestRefused(self, reason: str) -> None:
         pass
 
 
@@ -161,6 +171,12 @@ class _Families:
             "Stanzas dropped rather than forwarded, by reason.",
             ("reason",),
         )
+        self.refused = counter(
+            "client_proxy_requests_refused",
+            "Requests the component answered with an error instead of forwarding "
+            "them, by reason.",
+            ("reason",),
+        )
         self.answerTime = Histogram(
             "client_proxy_answer_seconds",
             "Time the implementing client took to answer a request.",
@@ -218,6 +234,7 @@ class PrometheusMetrics:
         self.jid = jid
         self._answers: dict[tuple[str, str], Callable[[], None]] = {}
         self._dropped: dict[str, Callable[[], None]] = {}
+        self._refused: dict[str, Callable[[], None]] = {}
         self.requestReceived = families.received.labels(jid).inc
         self.requestForwarded = families.forwarded.labels(jid).inc
         self.requestRetried = families.retried.labels(jid).inc
@@ -244,10 +261,22 @@ class PrometheusMetrics:
         inc()
 
     def stanzaDropped(self, reason: str) -> None:
-        inc = self._dropped.get(reason)
+        self._byReason(self._dropped, self._families.dropped, reason)()
+
+    def requestRefused(self, reason: str) -> None:
+        self._byReason(self._refused, self._families.refused, reason)()
+
+    def _byReason(
+        self, bound: dict[str, Callable[[], None]], family: Counter, reason: str
+    ) -> Callable[[], None]:
+        """
+        The C{inc} of C{family}'s child for this proxy and C{reason}, bound
+        once per reason.
+        """
+        inc = bound.get(reason)
         if inc is None:
-            inc = self._dropped[reason] = self._families.dropped.labels(self.jid, reason).inc
-        inc()
+            inc = bound[reason] = family.labels(self.jid, reason).inc
+        return inc
 
 
 class MetricsResource(Resource):

@@ -9,15 +9,22 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from client_proxy import jat
-from client_proxy.fastpath import errorCondition, errorIQBytes, escape, iqBytes, isBounce
+from client_proxy.fastpath import compact, errorCondition, errorIQBytes, escape, iqBytes, isBounce
 from client_proxy.inflight import Refused, Request, RequestTable
 from client_proxy.metrics import IMetrics, NoMetrics
 from client_proxy.presence import IResourceObserver
-from client_proxy.routing import Routing, RoutingHandler
+from client_proxy.routing import Routing, RoutingHandler, StanzaTooLarge
 
 #: Ids of the requests the component sends on for the target start with
 #: this; the rest is a counter.
 ALIAS_PREFIX = "client-proxy-"
+
+#: Room left in a stanza for the C{to} the router adds when it sends a
+#: kept request on: a full JID is at most 3 x 1023 bytes (RFC 7622, 3.1),
+#: plus the attribute's quotes and escapes.
+_ROOM_FOR_TO = 3 * 1023 + 32
+
+_TOO_LARGE = "policy-violation", "modify"
 
 
 @implementer(IResourceObserver)
@@ -47,6 +54,17 @@ class IQRouter(RoutingHandler):
     side effects, is then sent again to another resource). Answers that
     answer nothing in flight are dropped, never forwarded.
 
+    The requests in flight outlive the component's connection: answers
+    that arrive on the next one are forwarded, and the errors of those
+    that expire in between are sent once it is up.
+
+    Nothing sent exceeds what the server accepts on the component stream
+    (L{client_proxy.routing.Streams.sendFrom}): a request too large to
+    forward is refused with C{policy-violation}, and an answer too large
+    to send back is replaced by that error. Refusals, drops and timeouts,
+    which anyone can cause, are counted and summarised (L{Tally}), never
+    logged one by one.
+
     @ivar component: the component's bare JID.
     @ivar target: the target's bare JID.
     """
@@ -66,11 +84,15 @@ class IQRouter(RoutingHandler):
         self.clock = clock
         self._expiry = None
         self._aliases = itertools.count()
+        #: Errors for requests that expired while no connection could carry
+        #: them: (request, condition, type, text), sent on the next one.
+        self._owed: list[tuple[Request, str, str, str]] = []
         self.resources.addObserver(self)
 
     def connectionInitialized(self) -> None:
         super().connectionInitialized()
         self.xmlstream.setIQHandler(self.iqReceived)
+        self._sendOwed()
 
     def instanceStreamInitialized(self, xs) -> None:
         """
@@ -81,26 +103,23 @@ class IQRouter(RoutingHandler):
 
     def instanceStreamLost(self) -> None:
         """
-        The instance's own connection is gone, and with it the answers to
-        the requests in flight: their requesters hear it now.
+        The instance's own connection is gone; the answers to the requests
+        in flight will come on the next one, or the requests expire.
         """
         self.streams.disconnected(self.instance)
-        self.answerAllWithError(
-            "recipient-unavailable", "wait", "the proxy lost its way to the service"
-        )
 
     def connectionLost(self, reason) -> None:
         """
-        The requesters of the requests in flight cannot be reached through
-        this stream any more: forget them.
+        The connection is gone, not the requests in flight: their answers
+        may come on the next one, which the client service makes at once.
+        Until then, their deadlines still run.
         """
         super().connectionLost(reason)
-        lost = self.table.clear()
-        self._cancelExpiry()
-        if lost:
+        if self.table:
             self.log.warn(
-                "Connection lost with {count} requests in flight; they are dropped",
-                count=len(lost),
+                "Connection lost with {count} requests in flight; they wait for "
+                "their answers on the next connection, until their deadlines",
+                count=len(self.table),
             )
 
     def iqReceived(self, iq: dict[str, str], inner: bytes) -> bool:
@@ -111,15 +130,24 @@ class IQRouter(RoutingHandler):
             nothing the router sent are left to other handlers (the answers
             to the component's own requests).
         """
+        # Read before routing, which rewrites the addresses in place.
+        sender, stanzaID, addressedTo = iq.get("from", ""), iq.get("id"), iq.get("to")
         try:
             return self._route(iq, inner)
         except Exception:
             # A bug must not cost the connection, nor the request its answer.
-            self.log.failure("Failed to route an IQ from {sender}", sender=iq.get("from"))
+            self.log.failure("Failed to route an IQ from {sender}", sender=sender)
             if iq.get("type") in ("get", "set") and not self.table.inFlight(
-                iq.get("from", ""), iq.get("id", "")
+                sender, stanzaID or ""
             ):
-                self.refuse(iq, "internal-server-error", "cancel", None)
+                self._sendError(
+                    stanzaID,
+                    addressedTo or self.component,
+                    sender,
+                    "internal-server-error",
+                    "cancel",
+                    None,
+                )
             return True
 
     def _route(self, iq: dict[str, str], inner: bytes) -> bool:
@@ -144,48 +172,99 @@ class IQRouter(RoutingHandler):
         """
         self.metrics.requestReceived()
         requester = iq.get("from", "")
+        if not self.access.allows(requester):
+            self.refuse(iq, "forbidden", "auth", None, "access")
+            return
         online = self.resources.online()
         if not online:
-            self.refuse(iq, "service-unavailable", "cancel", "no resource is online")
+            self.refuse(
+                iq, "service-unavailable", "cancel", "no resource is online", "no_resource"
+            )
             return
         try:
             translated = jat.encode(self.instance, requester)
         except jat.JATError as e:
-            self.refuse(iq, "jid-malformed", "modify", str(e))
+            self.refuse(iq, "jid-malformed", "modify", str(e), "bad_address")
             return
         stanzaID = iq.get("id")
         if stanzaID is None:
-            self.refuse(iq, "bad-request", "modify", "an IQ request needs an id")
+            self.refuse(iq, "bad-request", "modify", "an IQ request needs an id", "no_id")
             return
-        resource = self.strategy.choose(online, requester)
         addressedTo = iq.pop("to", self.component)
         iq["from"] = translated
-        # Kept for a get, to send it again elsewhere: the stanza without its
-        # "to", which comes first (see _sendTo).
-        stanza = iqBytes(iq, inner)[3:] if iq["type"] == "get" else None
+        # The stanza without its "to", which comes first (see _sendTo): a
+        # get keeps it, to send it again elsewhere.
+        stanza = self._fitted(iqBytes(iq, inner)[3:])
+        if stanza is None:
+            self._refused(requester, "too_large")
+            self._sendError(
+                stanzaID, addressedTo, requester, *_TOO_LARGE, self._tooLargeText("request")
+            )
+            return
+        resource = self.strategy.choose(online, requester)
         try:
-            self.table.add(
-                requester, stanzaID, addressedTo, resource, stanza, self.clock.seconds()
+            request = self.table.add(
+                requester=requester,
+                stanzaID=stanzaID,
+                to=addressedTo,
+                resource=resource,
+                now=self.clock.seconds(),
+                stanza=stanza if iq["type"] == "get" else None,
             )
         except Refused as e:
-            self.log.info(
-                "Refusing a request from {requester}: {reason}",
-                requester=requester,
-                reason=e.text,
-            )
+            self._refused(requester, e.reason)
             self._sendError(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text)
             return
         self._scheduleExpiry()
-        self.metrics.requestForwarded()
-        if stanza is None:
-            self.streams.sendFrom(translated, iqBytes({"to": resource, **iq}, inner))
+        if self._sendTo(resource, stanza):
+            self.metrics.requestForwarded()
         else:
-            self._sendTo(resource, stanza)
+            self.table.remove(request)
+            self._refused(requester, "too_large")
+            self.answerWithError(request, *_TOO_LARGE, self._tooLargeText("request"))
 
-    def _sendTo(self, resource: str, stanza: bytes) -> None:
-        self.streams.sendFrom(
-            self.instance, b"<iq to='" + escape(resource).encode("utf-8") + b"'" + stanza
+    def _fitted(self, stanza: bytes) -> bytes | None:
+        """
+        C{stanza}, an IQ less its first three bytes, as it may be sent: as
+        it is if it is small enough, else written compactly, with room for
+        the C{to} L{_sendTo} adds; C{None} if it cannot be made to fit.
+        """
+        room = self.streams.maxStanzaSize - _ROOM_FOR_TO
+        if len(stanza) <= room:
+            return stanza
+        smaller = compact(b"<iq" + stanza)
+        if smaller is None or len(smaller) - 3 > room:
+            return None
+        return smaller[3:]
+
+    def _tooLargeText(self, what: str) -> str:
+        return "the %s is larger than the %d bytes the proxy may send" % (
+            what,
+            self.streams.maxStanzaSize,
         )
+
+    def _sendTo(self, resource: str, stanza: bytes) -> bool:
+        """
+        Send a request, kept as by L{_fitted}, to C{resource}.
+
+        @return: whether it could be sent (see L{Streams.sendFrom}); C{False}
+            only when it is too large.
+        """
+        try:
+            self.streams.sendFrom(
+                self.instance,
+                b"<iq to='" + escape(resource).encode("utf-8") + b"'" + stanza,
+            )
+        except StanzaTooLarge:
+            return False
+        return True
+
+    def _refused(self, requester: str, reason: str) -> None:
+        """
+        Count a request the component answers itself, by C{reason}.
+        """
+        self.metrics.requestRefused(reason)
+        self.tally.count("refused", "requests", reason, requester)
 
     def answerReceived(self, iq: dict[str, str], inner: bytes) -> None:
         """
@@ -211,13 +290,7 @@ class IQRouter(RoutingHandler):
         forwarded.
         """
         self.metrics.stanzaDropped("unsolicited")
-        self.log.info(
-            "Dropping an unsolicited IQ {type} from {sender} to {to} with id {id}",
-            type=iq.get("type"),
-            sender=iq.get("from"),
-            to=iq.get("to"),
-            id=iq.get("id"),
-        )
+        self.tally.count("dropped", "answers", "unsolicited", iq.get("from", ""))
 
     def _tryElsewhere(self, request: Request, inner: bytes) -> bool:
         """
@@ -246,29 +319,31 @@ class IQRouter(RoutingHandler):
         Send the get C{request} again, to one of C{candidates}.
         """
         moved = self.strategy.choose(candidates, request.requester)
-        self.log.info(
-            "{resource} {why}; sending a request of {requester} to {moved}",
-            resource=request.resource,
-            why=why,
-            requester=request.requester,
-            moved=moved,
-        )
+        self.tally.count("retried", "gets", why, request.requester)
         self.table.move(request, moved)
         self.metrics.requestRetried()
-        self._sendTo(moved, request.stanza)
+        if not self._sendTo(moved, request.stanza):
+            self.table.remove(request)
+            self.answerWithError(request, *_TOO_LARGE, self._tooLargeText("request"))
 
     def _answered(self, request: Request, iq: dict[str, str], inner: bytes) -> None:
         """
         Send the answer to C{request} to its requester.
         """
         type = iq.get("type")
-        self.metrics.answerSent(type, errorCondition(inner) if type == "error" else "")
         self.metrics.answerTime(
             self.clock.seconds() - (request.deadline - self.table.timeout)
         )
         iq["from"] = request.to
         iq["to"] = request.requester
-        self.streams.sendFrom(request.to, iqBytes(iq, inner))
+        try:
+            self.streams.sendFrom(request.to, iqBytes(iq, inner))
+        except StanzaTooLarge:
+            self.metrics.stanzaDropped("too_large")
+            self.tally.count("dropped", "answers", "too large", iq.get("to", ""))
+            self.answerWithError(request, *_TOO_LARGE, self._tooLargeText("answer"))
+            return
+        self.metrics.answerSent(type, errorCondition(inner) if type == "error" else "")
 
     def requestFromTargetReceived(self, iq: dict[str, str], inner: bytes) -> None:
         """
@@ -287,31 +362,42 @@ class IQRouter(RoutingHandler):
             self.instance, addressedTo
         )
         if remote is None:
-            self.refuse(iq, "bad-request", "cancel", None)
+            self.refuse(iq, "bad-request", "cancel", None, "no_one_there")
             return
         if not jat.isValidJID(remote) or jat.domain(remote) in (
             self.component,
             self.instance,
         ):
-            self.refuse(iq, "jid-malformed", "modify", "not an address to send to")
+            self.refuse(
+                iq, "jid-malformed", "modify", "not an address to send to", "bad_address"
+            )
             return
         stanzaID = iq.get("id")
         if stanzaID is None:
-            self.refuse(iq, "bad-request", "modify", "an IQ request needs an id")
+            self.refuse(iq, "bad-request", "modify", "an IQ request needs an id", "no_id")
             return
         alias = ALIAS_PREFIX + str(next(self._aliases))
         try:
-            self.table.add(
-                sender, stanzaID, addressedTo, remote, None, self.clock.seconds(), alias
+            request = self.table.add(
+                requester=sender,
+                stanzaID=stanzaID,
+                to=addressedTo,
+                resource=remote,
+                now=self.clock.seconds(),
+                alias=alias,
             )
         except Refused as e:
-            self.refuse(iq, e.condition, e.errorType, e.text)
+            self.refuse(iq, e.condition, e.errorType, e.text, e.reason)
             return
         self._scheduleExpiry()
-        self.streams.sendFrom(
-            self.instance,
-            iqBytes({**iq, "from": self.instance, "to": remote, "id": alias}, inner),
-        )
+        try:
+            self.streams.sendFrom(
+                self.instance,
+                iqBytes({**iq, "from": self.instance, "to": remote, "id": alias}, inner),
+            )
+        except StanzaTooLarge:
+            self.table.remove(request)
+            self.refuse(iq, *_TOO_LARGE, self._tooLargeText("request"), "too_large")
 
     def outboundAnswerReceived(self, iq: dict[str, str], inner: bytes) -> None:
         """
@@ -334,7 +420,15 @@ class IQRouter(RoutingHandler):
         resource at once, as it has no side effects; a C{set} is answered
         with an error, since whether it took effect is unknown.
         """
-        for request in self.table.heldBy(resource):
+        held = self.table.heldBy(resource)
+        if held:
+            self.log.info(
+                "{resource} went offline holding {count} requests: gets go to "
+                "another resource, sets are answered with an error",
+                resource=resource,
+                count=len(held),
+            )
+        for request in held:
             online = self.resources.online()
             if request.stanza is not None and online:
                 self._sendElsewhere(request, online, "went offline")
@@ -354,11 +448,18 @@ class IQRouter(RoutingHandler):
                 )
 
     def refuse(
-        self, iq: dict[str, str], condition: str, errorType: str, text: str | None
+        self,
+        iq: dict[str, str],
+        condition: str,
+        errorType: str,
+        text: str | None,
+        reason: str,
     ) -> None:
         """
-        Answer a request that was not forwarded with a stanza error.
+        Answer a request that was not forwarded with a stanza error, and
+        count it by C{reason}.
         """
+        self._refused(iq.get("from", ""), reason)
         self._sendError(
             iq.get("id"),
             iq.get("to", self.component),
@@ -370,11 +471,13 @@ class IQRouter(RoutingHandler):
 
     def answerWithError(
         self, request: Request, condition: str, errorType: str, text: str
-    ) -> None:
+    ) -> bool:
         """
         Answer a request in flight, no longer in the table, with an error.
+
+        @return: whether a connection took it (see L{_sendError}).
         """
-        self._sendError(
+        return self._sendError(
             request.stanzaID, request.to, request.requester, condition, errorType, text
         )
 
@@ -389,11 +492,24 @@ class IQRouter(RoutingHandler):
     ) -> None:
         """
         Send a requester the component's own error answer, and count it.
+
+        An answer that cannot be written within the server's limit (a
+        request whose id alone is larger) cannot be sent at all: it is
+        dropped, and counted.
+
+        @return: whether a connection took it: C{False} when none is up.
         """
-        self.metrics.answerSent("error", condition)
-        self.streams.sendFrom(
-            sender, errorIQBytes(stanzaID, sender, recipient, condition, errorType, text)
-        )
+        try:
+            sent = self.streams.sendFrom(
+                sender, errorIQBytes(stanzaID, sender, recipient, condition, errorType, text)
+            )
+        except StanzaTooLarge:
+            self.metrics.stanzaDropped("too_large")
+            self.tally.count("dropped", "errors", "too large", recipient)
+            return True
+        if sent:
+            self.metrics.answerSent("error", condition)
+        return sent
 
     def answerAllWithError(self, condition: str, errorType: str, text: str) -> int:
         """
@@ -428,15 +544,23 @@ class IQRouter(RoutingHandler):
         self._expiry = None
         for request in self.table.expire(self.clock.seconds()):
             self.metrics.requestTimedOut()
-            self.log.info(
-                "A request of {requester} to {resource} timed out",
-                requester=request.requester,
-                resource=request.resource,
-            )
-            self.answerWithError(
+            self.tally.count("timed out", "requests", "no answer in time", request.requester)
+            error = (
                 request,
                 "remote-server-timeout",
                 "wait",
                 "the implementing client did not answer in time",
             )
+            if not self.answerWithError(*error):
+                self._owed.append(error)
         self._scheduleExpiry()
+
+    def _sendOwed(self) -> None:
+        """
+        Send the errors of the requests that expired while no connection
+        was up, as they would have been sent then.
+        """
+        owed, self._owed = self._owed, []
+        for error in owed:
+            if not self.answerWithError(*error):
+                self._owed.append(error)

@@ -5,12 +5,35 @@ strategy, and the component's connections.
 
 from dataclasses import dataclass, field
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.xmlstream import XMPPHandler
+from twisted.words.xish import domish
 
 from client_proxy import jat
+from client_proxy.access import AccessPolicy
 from client_proxy.dispatch import IStrategy
+from client_proxy.fastpath import compact
 from client_proxy.presence import Resources
+from client_proxy.quiet import Tally
+
+#: The largest stanza sent by default: below the 512 KiB that Prosody
+#: accepts on a component stream (component_stanza_size_limit, by default
+#: its s2s limit), past which it ends the stream.
+DEFAULT_MAX_STANZA_SIZE = 480 * 1024
+
+
+class StanzaTooLarge(Exception):
+    """
+    A stanza is larger than the server accepts on the component stream,
+    even written compactly; it was not sent.
+
+    @ivar size: its size in bytes, written compactly when that was tried.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__("a stanza of %d bytes" % (size,))
+        self.size = size
 
 
 class Streams:
@@ -25,7 +48,8 @@ class Streams:
 
     log = Logger()
 
-    def __init__(self) -> None:
+    def __init__(self, maxStanzaSize: int = DEFAULT_MAX_STANZA_SIZE) -> None:
+        self.maxStanzaSize = maxStanzaSize
         self._byHost: dict = {}
 
     def connected(self, host: str, xs) -> None:
@@ -34,16 +58,32 @@ class Streams:
     def disconnected(self, host: str) -> None:
         self._byHost.pop(host, None)
 
-    def sendFrom(self, address: str, data) -> None:
+    def sendFrom(self, address: str, data: bytes | domish.Element) -> bool:
         """
-        Send C{data}, a stanza from C{address}, on its host's connection;
-        with no such connection up, it cannot be sent and is dropped.
+        Send C{data}, a stanza from C{address}, on its host's connection.
+
+        A server ends the stream of a component that sends a stanza over
+        its limit, and every request in flight with it. So nothing larger
+        than C{maxStanzaSize} is sent: a stanza past it is written again
+        compactly (L{compact}), and if it is still too large it is not
+        sent at all.
+
+        @return: whether it was sent: C{False} when no connection for its
+            host is up.
+        @raise StanzaTooLarge: it is too large to send.
         """
+        if not isinstance(data, bytes):
+            data = data.toXml().encode("utf-8")
+        if len(data) > self.maxStanzaSize:
+            smaller = compact(data)
+            if smaller is None or len(smaller) > self.maxStanzaSize:
+                raise StanzaTooLarge(len(data) if smaller is None else len(smaller))
+            data = smaller
         stream = self._byHost.get(jat.domain(address))
         if stream is None:
-            self.log.debug("No connection for {address}; dropping a stanza", address=address)
-            return
+            return False
         stream.send(data)
+        return True
 
 
 @dataclass
@@ -57,6 +97,11 @@ class Routing:
         the C{from} of what it sends on for the target: the instance's own
         component JID in a pool (see L{client_proxy.service}), else
         C{component}.
+    @ivar maxStanzaSize: the largest stanza the server accepts on the
+        component stream, in bytes (see L{Streams.sendFrom}).
+    @ivar access: who may use the proxy; by default, everyone.
+    @ivar clock: the clock of the L{Tally} of what remote senders cause;
+        by default, the global reactor.
     """
 
     component: str
@@ -64,10 +109,22 @@ class Routing:
     resources: Resources
     strategy: IStrategy
     instance: str = ""
-    streams: Streams = field(default_factory=Streams)
+    maxStanzaSize: int = DEFAULT_MAX_STANZA_SIZE
+    access: AccessPolicy | None = None
+    clock: IReactorTime | None = None
+    streams: Streams = field(init=False)
+    tally: Tally = field(init=False)
 
     def __post_init__(self) -> None:
         self.instance = self.instance or self.component
+        self.streams = Streams(self.maxStanzaSize)
+        if self.access is None:
+            self.access = AccessPolicy(self.target)
+        if self.clock is None:
+            from twisted.internet import reactor as clock
+
+            self.clock = clock
+        self.tally = Tally(self.component, self.clock, Logger(namespace="client_proxy"))
 
 
 class RoutingHandler(XMPPHandler):
@@ -84,6 +141,8 @@ class RoutingHandler(XMPPHandler):
         self.resources = routing.resources
         self.strategy = routing.strategy
         self.streams = routing.streams
+        self.access = routing.access
+        self.tally = routing.tally
 
     def connectionInitialized(self) -> None:
         self.streams.connected(self.component, self.xmlstream)

@@ -28,6 +28,7 @@ from twisted.web.server import Site
 from wokkel.subprotocols import StreamManager, XMPPHandler
 
 from client_proxy import jat
+from client_proxy.access import AccessPolicy
 from client_proxy.config import ProxyConfig
 from client_proxy.contacts import ComponentPresenceHandler, Subscribers, UnavailableOnStop
 from client_proxy.dispatch import STRATEGIES
@@ -38,7 +39,7 @@ from client_proxy.messages import MessageRouter
 from client_proxy.metrics import MetricsResource, NoMetrics, PrometheusMetrics
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
-from client_proxy.routing import Routing
+from client_proxy.routing import DEFAULT_MAX_STANZA_SIZE, Routing
 
 
 class ConnectionMonitor:
@@ -189,6 +190,7 @@ class GracefulStop(Service):
                 "Stopping: answered {count} requests in flight with an error",
                 count=answered,
             )
+        self.router.tally.flush()
         if self.manager.xmlstream is not None:
             self.manager.xmlstream.sendFooter()
 
@@ -212,13 +214,24 @@ def makeService(
     manager, monitor, connection = _componentConnection(
         config, config.jid, config.endpoint, reactor
     )
-    table = RequestTable(config.timeout, config.maxInFlightPerRequester, config.maxInFlight)
+    table = RequestTable(
+        config.timeout,
+        config.maxInFlightPerRequester,
+        config.maxInFlight,
+        maxPerDomain=getattr(config, "maxInFlightPerDomain", None),
+        maxRetainedBytes=getattr(config, "maxRetainedBytes", 64 << 20),
+    )
     routing = Routing(
         config.jid,
         config.target,
         resources,
         STRATEGIES[config.strategy](resources, table),
         config.instanceJid or "",
+        maxStanzaSize=getattr(config, "maxStanzaSize", DEFAULT_MAX_STANZA_SIZE),
+        access=AccessPolicy(
+            config.target, getattr(config, "allow", ()), getattr(config, "deny", ())
+        ),
+        clock=reactor,
     )
     router = IQRouter(
         routing,

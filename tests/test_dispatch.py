@@ -66,11 +66,11 @@ def test_round_robin_goes_on_when_resources_leave_and_join():
 def test_least_pending_prefers_the_idle_resource():
     requests = table()
     strategy = LeastPendingStrategy(online(A, B, C), requests)
-    requests.add(USER, "1", "proxy", A, None, now=0)
-    requests.add(USER, "2", "proxy", B, None, now=0)
-    requests.add(USER, "3", "proxy", B, None, now=0)
+    requests.add(requester=USER, stanzaID="1", to="proxy", resource=A, now=0)
+    requests.add(requester=USER, stanzaID="2", to="proxy", resource=B, now=0)
+    requests.add(requester=USER, stanzaID="3", to="proxy", resource=B, now=0)
     assert strategy.choose((A, B, C), USER) == C
-    requests.add(USER, "4", "proxy", C, None, now=0)
+    requests.add(requester=USER, stanzaID="4", to="proxy", resource=C, now=0)
     assert strategy.choose((A, B, C), USER) in (A, C)
 
 
@@ -85,7 +85,7 @@ def test_least_pending_gives_less_to_a_slow_resource():
     for n in range(20):
         resource = strategy.choose((A, B), USER)
         chosen.append(resource)
-        request = requests.add(USER, str(n), "proxy", resource, None, now=0)
+        request = requests.add(requester=USER, stanzaID=str(n), to="proxy", resource=resource, now=0)
         if resource == A:
             requests.remove(request)
     assert Counter(chosen) == {A: 19, B: 1}

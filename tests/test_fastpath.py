@@ -3,6 +3,8 @@ The fast path: stanzas found with expat, IQs taken as bytes.
 """
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
@@ -10,6 +12,7 @@ from twisted.words.xish import domish
 from client_proxy.fastpath import (
     FastXmlStream,
     StanzaSplitter,
+    compact,
     errorCondition,
     errorIQBytes,
     escape,
@@ -137,6 +140,50 @@ def test_an_unusual_iq_reaches_the_handler_through_the_element_parser():
 
 def test_is_bounce():
     condition = b"<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+    text = b"<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>User session not found</text>"
     assert isBounce(b"<error type='cancel'>" + condition + b"</error>")
-    assert not isBounce(b"<q xmlns='u'/><error type='cancel'>" + condition + b"</error>")
+    # ejabberd's: the request's payload, then the error with a text.
+    assert isBounce(b"<q xmlns='u'/><error type='cancel'>" + condition + text + b"</error>")
     assert not isBounce(b"<error type='cancel'><item-not-found xmlns='x'/></error>")
+    # The requester's payload, echoed, does not count.
+    assert not isBounce(b"<q xmlns='u'>" + condition + b"</q>")
+
+
+def test_error_condition_whatever_the_prefix_or_order():
+    assert (
+        errorCondition(
+            b"<error type='cancel'><s:text xmlns:s='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            b"<s:gone xmlns:s='urn:ietf:params:xml:ns:xmpp-stanzas'>x</s:gone></error>"
+        )
+        == "gone"
+    )
+    assert errorCondition(b"<error/>") == "undefined-condition"
+    assert errorCondition(b"<error><unclosed></error>") == "undefined-condition"
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")) | st.sampled_from("\"'<>&\r\n\t"), max_size=50))
+def test_compact_keeps_the_text(text):
+    """Written again compactly, a stanza reads the same."""
+    element = domish.Element((None, "iq"))
+    element["a"] = text
+    element.addElement(("urn:x", "q"), content=text)["b"] = text
+    stanza = element.toXml().encode("utf-8")
+    smaller = compact(stanza)
+    assert len(smaller) <= len(stanza)
+    [before] = parse(stanza)
+    [after] = parse(smaller)
+    assert after.toXml() == before.toXml()
+
+
+def test_compact_undoes_prosodys_quotes():
+    stanza = b"<iq type='get'><q xmlns='u'>" + b"&quot;&apos;" * 1000 + b"</q></iq>"
+    assert compact(stanza) == b"<iq type='get'><q xmlns='u'>" + b"\"'" * 1000 + b"</q></iq>"
+
+
+def parse(data):
+    parsed = []
+    stream = domish.elementStream()
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = parsed.append
+    stream.parse(b"<s>" + data)
+    return parsed

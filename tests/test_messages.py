@@ -30,12 +30,23 @@ def message(sender, to, type=None):
     return element
 
 
+def parse(data):
+    parsed = []
+    stream = domish.elementStream()
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = parsed.append
+    stream.parse(b"<stream xmlns='jabber:component:accept'>" + data)
+    return parsed[0]
+
+
 @pytest.fixture
 def setup():
     stub = XmlStreamStub()
     resources = Resources()
     handler = MessageRouter(Routing(COMPONENT, TARGET, resources, FirstStrategy()))
     handler.makeConnection(stub.xmlstream)
+    # The router writes stanzas as bytes; the tests read them as elements.
+    stub.xmlstream.send = lambda data: stub.output.append(parse(data))
     handler.connectionInitialized()
     return stub, resources
 

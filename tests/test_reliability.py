@@ -61,8 +61,10 @@ def test_timeout_and_late_answer(prosody, target, clients, proxy):
     assert (error_type(reply), error_condition(reply)) == ("wait", "remote-server-timeout")
     assert reply.get("from") == COMPONENT
     answer(service, service.requests[0])
-    p.wait_for_log("Dropping an unsolicited IQ result")
+    service.iq(COMPONENT)  # a barrier: the proxy has handled the late answer
     nothing_more(requester)
+    p.stop()
+    assert "dropped 1 answers from 1 JIDs of example.org in the last 60 s: unsolicited" in p.log()
 
 
 def test_unsolicited_duplicate_and_misplaced_answers_are_dropped(
@@ -88,8 +90,10 @@ def test_unsolicited_duplicate_and_misplaced_answers_are_dropped(
     assert answer_to(requester, "q1").get("type") == "result"
     # The same answer again.
     answer(holder, request)
-    p.wait_for_log("Dropping an unsolicited", count=3)
+    holder.iq(COMPONENT)  # a barrier: the proxy has handled the answers
     nothing_more(requester)
+    p.stop()
+    assert "dropped 3 answers from 2 JIDs of example.org in the last 60 s: unsolicited" in p.log()
 
 
 def test_same_id_from_two_requesters(prosody, target, clients, proxy):
@@ -154,16 +158,23 @@ def test_last_resource_leaving_answers_at_once(prosody, target, clients, proxy):
 
 def test_limits(prosody, target, clients, proxy):
     service = clients(user(target), "a", Responder, answer=False)
-    p = proxy(target, "--max-in-flight-per-requester", "2", "--max-in-flight", "3")
+    # A quarter of the table for a domain: 3 requests for example.org.
+    p = proxy(target, "--max-in-flight-per-requester", "2", "--max-in-flight", "12")
     online(p, service.jid)
-    greedy, other = clients("user", "greedy"), clients("user", "other")
-    for id in ("1", "2", "3"):
-        send(greedy, id)
-    reply = answer_to(greedy, "3")
+    greedy, other = clients("greedy", "a"), clients("other", "a")
+    # A requester is its bare JID: a resource more gives no more room.
+    send(greedy, "1")
+    send(greedy, "2")
+    wait_until(lambda: len(service.requests) == 2, what="two requests")
+    greedier = clients("greedy", "b")
+    send(greedier, "3")
+    reply = answer_to(greedier, "3")
     assert (error_type(reply), error_condition(reply)) == ("wait", "resource-constraint")
     send(other, "1")
     send(other, "2")
-    assert error_condition(answer_to(other, "2")) == "resource-constraint"
+    reply = answer_to(other, "2")
+    assert error_condition(reply) == "resource-constraint"
+    assert "from your domain" in reply.find("{*}error/{*}text").text
     wait_until(lambda: len(service.requests) == 3, what="three requests")
     time.sleep(0.3)
     assert len(service.requests) == 3, "the implementing client sees nothing past the limits"

@@ -90,11 +90,18 @@ def setup():
     stub = Stream()
     clock = Clock()
     resources = Resources()
-    table = RequestTable(timeout=30, maxPerRequester=3, maxTotal=5)
-    router = IQRouter(Routing(COMPONENT, TARGET, resources, FirstStrategy()), table, clock)
+    table = RequestTable(timeout=30, maxPerRequester=3, maxTotal=5, maxPerDomain=5)
+    router = IQRouter(
+        Routing(COMPONENT, TARGET, resources, FirstStrategy(), clock=clock), table, clock
+    )
     router.makeConnection(stub.xmlstream)
     router.connectionInitialized()
     return stub, clock, resources, router
+
+
+def expiries(clock, router):
+    """The timers of the router's own, less the summary of its log."""
+    return [call for call in clock.getDelayedCalls() if call.func != router.tally.flush]
 
 
 def test_the_seed_exchange(setup):
@@ -200,7 +207,7 @@ def test_timeout(setup):
     assert (answer["to"], answer["from"], answer["id"]) == (USER, COMPONENT, "1234")
     stub.receive(iq("result", R1, COMPONENT + "/" + USER))
     assert stub.output == [], "a late answer is dropped"
-    assert not clock.getDelayedCalls()
+    assert expiries(clock, router) == []
 
 
 def test_limits(setup):
@@ -262,16 +269,44 @@ def test_graceful_stop_answers_everything(setup):
     stub.sent.clear()
     assert router.answerAllWithError("recipient-unavailable", "wait", "stop") == 2
     assert sorted(a["id"] for a in stub.output) == ["1", "2"]
-    assert not clock.getDelayedCalls()
+    assert expiries(clock, router) == []
 
 
-def test_connection_lost_clears_the_table(setup):
+def reconnect(router, stub):
+    router.connectionLost(None)
+    router.makeConnection(stub.xmlstream)
+    router.connectionInitialized()
+
+
+def test_an_answer_on_the_next_connection_is_forwarded(setup):
+    """A reconnect loses no request: the table outlives the stream."""
     stub, clock, resources, router = setup
     resources.available(R1)
     stub.receive(iq("get", USER, COMPONENT))
-    router.connectionLost(None)
+    stub.sent.clear()
+    reconnect(router, stub)
+    assert len(router.table) == 1
+    stub.receive(iq("result", R1, COMPONENT + "/" + USER, payload=False))
+    answer = stub.pop()
+    assert (answer["type"], answer["to"], answer["id"]) == ("result", USER, "1234")
     assert len(router.table) == 0
-    assert not clock.getDelayedCalls()
+
+
+def test_expired_while_disconnected_answered_on_the_next_connection(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    stub.receive(iq("set", USER, COMPONENT))
+    stub.sent.clear()
+    router.connectionLost(None)
+    clock.advance(31)
+    assert stub.sent == [] and len(router.table) == 0
+    router.makeConnection(stub.xmlstream)
+    router.connectionInitialized()
+    answer = stub.pop()
+    assert error_of(answer) == ("wait", "remote-server-timeout")
+    assert (answer["to"], answer["id"]) == (USER, "1234")
+    reconnect(router, stub)
+    assert stub.sent == []  # sent once only
 
 
 def test_request_from_the_target_to_the_bare_component(setup):
@@ -375,11 +410,12 @@ def test_metrics(setup):
     clock.advance(30)
     assert metrics.events == [
         ("requestReceived",),
+        ("requestRefused", "no_resource"),
         ("answerSent", "error", "service-unavailable"),
         ("requestReceived",),
         ("requestForwarded",),
-        ("answerSent", "error", "item-not-found"),
         ("answerTime", 0.5),
+        ("answerSent", "error", "item-not-found"),
         ("stanzaDropped", "unsolicited"),
         ("requestReceived",),
         ("requestForwarded",),
@@ -426,6 +462,41 @@ def bounce(sender, to, id="1234", condition="service-unavailable", payload=False
     return element
 
 
+def ejabberd_bounce(sender, to):
+    """ejabberd's bounce: the request's payload, then the error with a text."""
+    element = bounce(sender, to, payload=True)
+    error = next(e for e in element.elements() if e.name == "error")
+    error.addElement(("urn:ietf:params:xml:ns:xmpp-stanzas", "text"), content="User session not found")
+    return element
+
+
+def test_ejabberds_bounce_sends_a_get_elsewhere(setup):
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    resources.available(R2)
+    stub.receive(iq("get", USER, COMPONENT))
+    assert stub.pop()["to"] == R1
+    stub.receive(ejabberd_bounce(R1, COMPONENT + "/" + USER))
+    assert stub.pop()["to"] == R2
+
+
+def test_the_condition_is_the_errors_not_the_echoed_payloads(setup):
+    """A requester's payload cannot make up the condition counted."""
+    stub, clock, resources, router = setup
+    metrics = router.metrics = RecordingMetrics()
+    resources.available(R1)
+    request = iq("get", USER, COMPONENT)
+    next(request.elements()).addElement(
+        ("urn:ietf:params:xml:ns:xmpp-stanzas", "service-unavailable")
+    )
+    stub.receive(request)
+    answer = bounce(R1, COMPONENT + "/" + USER, condition="item-not-found")
+    answer.children.insert(0, next(request.elements()))
+    stub.receive(answer)
+    assert ("answerSent", "error", "item-not-found") in metrics.events
+    assert error_of(stub.pop()) == ("cancel", "item-not-found")
+
+
 def test_a_bounce_sends_a_get_elsewhere_once(setup):
     """
     The server bounced the get (its resource left, and the component has
@@ -449,7 +520,6 @@ def test_a_bounce_sends_a_get_elsewhere_once(setup):
     "request_type, answer",
     [
         ("set", bounce(R1, COMPONENT + "/" + USER)),
-        ("get", bounce(R1, COMPONENT + "/" + USER, payload=True)),
         ("get", bounce(R1, COMPONENT + "/" + USER, condition="item-not-found")),
     ],
 )
