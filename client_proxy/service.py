@@ -59,7 +59,11 @@ class ConnectionMonitor:
     a short fixed interval, not the growing backoff meant for a dead
     server, and says so once rather than at every try.
 
-    @ivar standby: whether the last refusal was a C{conflict}.
+    Standby lasts as long as each connection ends in C{conflict}: any other
+    end (a refused secret, a stream error, a server that does not answer)
+    brings back the growing backoff and the log lines.
+
+    @ivar standby: whether the last connection ended in C{conflict}.
     """
 
     log = Logger()
@@ -71,6 +75,7 @@ class ConnectionMonitor:
         self.standby = False
         self.unauthenticatedInARow = 0
         self._authenticated = False
+        self._conflict = False  # whether this connection ended in conflict
         self._backoff = backoffPolicy(initialDelay=1.0, maxDelay=60.0)
 
     def observe(self, factory: xmlstream.XmlStreamFactory) -> None:
@@ -90,8 +95,12 @@ class ConnectionMonitor:
         """
         The retry policy for L{ClientService}.
         """
-        if self.standby:
+        # The first retry after a connection is attempt 1 (ClientService
+        # counts the attempts that failed since the last connection): a
+        # later one means the server could not be reached at all.
+        if self.standby and failedAttempts <= 1:
             return self.standbyInterval
+        self.standby = False
         return self._backoff(max(failedAttempts, self.unauthenticatedInARow))
 
     def quietOnStandby(self, event: dict) -> None:
@@ -104,6 +113,7 @@ class ConnectionMonitor:
 
     def connected(self, xs) -> None:
         self._authenticated = False
+        self._conflict = False
         if self.standby:
             return
         self.log.info(
@@ -131,6 +141,7 @@ class ConnectionMonitor:
                 jid=self.jid,
             )
         elif condition == "conflict":
+            self._conflict = True
             if not self.standby:
                 self.standby = True
                 self.log.info(
@@ -148,6 +159,8 @@ class ConnectionMonitor:
         if not self._authenticated:
             self.unauthenticatedInARow += 1
         self._authenticated = False
+        if not self._conflict:
+            self.standby = False
         if self.standby:
             return
         self.log.info(
