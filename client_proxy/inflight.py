@@ -125,6 +125,49 @@ class RequestTable:
     def inFlight(self, requester: str, stanzaID: str) -> bool:
         return (requester, stanzaID) in self._requests
 
+    def admit(self, requester: str, stanzaID: str, size: int = 0) -> None:
+        """
+        Check that a request may be added, keeping C{size} bytes for a
+        retry: callers check before they spend anything on a request.
+
+        @raise Refused: past a limit, or when the requester already has a
+            request with this id in flight (its answer could not be told
+            apart).
+        """
+        if (requester, stanzaID) in self._requests:
+            raise Refused(
+                "conflict",
+                "cancel",
+                "a request of yours with this id is in flight",
+                "duplicate_id",
+            )
+        jid = bare(requester)
+        if self._perRequester.get(jid, 0) >= self.maxPerRequester:
+            raise Refused(
+                "resource-constraint",
+                "wait",
+                "too many requests of yours in flight",
+                "requester_limit",
+            )
+        if self._perDomain.get(domain(jid), 0) >= self.maxPerDomain:
+            raise Refused(
+                "resource-constraint",
+                "wait",
+                "too many requests from your domain in flight",
+                "domain_limit",
+            )
+        if len(self._requests) >= self.maxTotal:
+            raise Refused(
+                "resource-constraint", "wait", "too many requests in flight", "total_limit"
+            )
+        if size and self.retainedBytes + size > self.maxRetainedBytes:
+            raise Refused(
+                "resource-constraint",
+                "wait",
+                "too many bytes of requests in flight",
+                "retained_bytes",
+            )
+
     def add(
         self,
         *,
@@ -142,49 +185,13 @@ class RequestTable:
         @param stanza: for a get, the stanza to send again elsewhere.
         @param alias: for a request sent on under the component's own id,
             that id.
-        @raise Refused: past a limit, or when the requester already has a
-            request with this id in flight (its answer could not be told
-            apart).
+        @raise Refused: as L{admit}.
         """
-        key = (requester, stanzaID)
-        if key in self._requests:
-            raise Refused(
-                "conflict",
-                "cancel",
-                "a request of yours with this id is in flight",
-                "duplicate_id",
-            )
-        jid = bare(requester)
-        count = self._perRequester.get(jid, 0)
-        if count >= self.maxPerRequester:
-            raise Refused(
-                "resource-constraint",
-                "wait",
-                "too many requests of yours in flight",
-                "requester_limit",
-            )
-        host = domain(jid)
-        domainCount = self._perDomain.get(host, 0)
-        if domainCount >= self.maxPerDomain:
-            raise Refused(
-                "resource-constraint",
-                "wait",
-                "too many requests from your domain in flight",
-                "domain_limit",
-            )
-        if len(self._requests) >= self.maxTotal:
-            raise Refused(
-                "resource-constraint", "wait", "too many requests in flight", "total_limit"
-            )
+        self.admit(requester, stanzaID, 0 if stanza is None else len(stanza))
         if stanza is not None:
-            if self.retainedBytes + len(stanza) > self.maxRetainedBytes:
-                raise Refused(
-                    "resource-constraint",
-                    "wait",
-                    "too many bytes of requests in flight",
-                    "retained_bytes",
-                )
             self.retainedBytes += len(stanza)
+        jid = bare(requester)
+        key = (requester, stanzaID)
         request = Request(
             requester, stanzaID, to, resource, stanza, now + self.timeout, alias
         )
@@ -192,8 +199,9 @@ class RequestTable:
         if alias is not None:
             self._aliases[alias] = request
         self._byResource.setdefault(resource, {})[key] = request
-        self._perRequester[jid] = count + 1
-        self._perDomain[host] = domainCount + 1
+        self._perRequester[jid] = self._perRequester.get(jid, 0) + 1
+        host = domain(jid)
+        self._perDomain[host] = self._perDomain.get(host, 0) + 1
         self._deadlines.append(request)
         if len(self._deadlines) > 2 * len(self._requests) + 1024:
             self._compact()

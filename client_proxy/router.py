@@ -181,14 +181,21 @@ class IQRouter(RoutingHandler):
                 iq, "service-unavailable", "cancel", "no resource is online", "no_resource"
             )
             return
+        stanzaID = iq.get("id")
+        if stanzaID is None:
+            self.refuse(iq, "bad-request", "modify", "an IQ request needs an id", "no_id")
+            return
+        # Refused past a limit before anything is spent on it: a flood
+        # costs little more than reading it.
+        try:
+            self.table.admit(requester, stanzaID, len(inner) if iq["type"] == "get" else 0)
+        except Refused as e:
+            self.refuse(iq, e.condition, e.errorType, e.text, e.reason)
+            return
         try:
             translated = jat.encode(self.instance, requester)
         except jat.JATError as e:
             self.refuse(iq, "jid-malformed", "modify", str(e), "bad_address")
-            return
-        stanzaID = iq.get("id")
-        if stanzaID is None:
-            self.refuse(iq, "bad-request", "modify", "an IQ request needs an id", "no_id")
             return
         addressedTo = iq.pop("to", self.component)
         iq["from"] = translated
