@@ -64,16 +64,17 @@ def q(text):
 
 def test_two_proxies_with_top_level_defaults(write):
     first, second = loadFile(write(GOOD))
-    assert first == config.ProxyConfig(
+    assert first == config.build(
         jid="proxy.example.org",
         secret="file-secret",
         target="service@example.org",
         endpoint="tcp:host=127.0.0.1:port=5348",
         timeout=10.0,
         maxInFlightPerRequester=7,
+        environ={},
     )
     assert first.secret == "file-secret", "a relative secret_file is beside the file"
-    assert second == config.ProxyConfig(
+    assert second == config.build(
         jid="proxy2.example.org",
         secret="inline-secret",
         target="other@example.org",
@@ -82,6 +83,7 @@ def test_two_proxies_with_top_level_defaults(write):
         maxInFlightPerRequester=7,
         maxInFlight=50,
         strategy="random",
+        environ={},
     )
 
 
@@ -147,12 +149,12 @@ def test_proxies_service(write):
         (proxy(secret=None), "[[proxy]] 1 (proxy.example.org): secret_file: is missing"),
         (proxy(secret=q("")), "[[proxy]] 1 (proxy.example.org): secret: is empty"),
         (proxy(secret_file=q("secret1")),
-         "[[proxy]] 1 (proxy.example.org): secret: give secret or secret_file, not both"),
+         "[[proxy]] 1 (proxy.example.org): secret_file: give secret_file or secret, not both"),
         (proxy(secret=None, secret_file=q("missing")),
          "[[proxy]] 1 (proxy.example.org): secret_file: cannot read the secret file "),
         (proxy(colour=q("blue")),
          "proxy.toml: [[proxy]] 1 (proxy.example.org): colour: unknown key; "
-         "a [[proxy]] table takes: endpoint, instance_endpoint, instance_jid, jid,"),
+         "a [[proxy]] table takes: allow, deny, endpoint, instance_endpoint, instance_jid, jid,"),
         ("timeout = -1\n" + proxy(), "proxy.toml: timeout: must be positive, not -1"),
         ("colour = 1\n" + proxy(), "proxy.toml: colour: unknown key; the top level takes: "),
         ('target = "s@example.org"\n' + proxy(),
@@ -161,6 +163,20 @@ def test_proxies_service(write):
         ("proxy = []\n", "proxy.toml: no [[proxy]] table"),
         ("[proxy]\njid = 'proxy.example.org'\n",
          "proxy.toml: proxy: must be [[proxy]] tables, one per proxy, not a table"),
+        (proxy(allow=q("example.org")),
+         "[[proxy]] 1 (proxy.example.org): allow: must be an array, not a string ('example.org')"),
+        (proxy(deny='["example.org", "a@b/c"]'),
+         "[[proxy]] 1 (proxy.example.org): deny: 'a@b/c' must be a bare JID or a domain"),
+        (proxy(max_stanza_size=1000),
+         "[[proxy]] 1 (proxy.example.org): max_stanza_size: must be at least 4096, not 1000"),
+        (proxy(target=q("s@proxy.example.org")),
+         "[[proxy]] 1 (proxy.example.org): target: 's@proxy.example.org' is an account of the "
+         "component's own domain"),
+        (proxy(instance_jid=q("proxy.example.org")),
+         "[[proxy]] 1 (proxy.example.org): instance_jid: 'proxy.example.org' must differ"),
+        ("metrics = 9100\n" + proxy(), "proxy.toml: metrics: must be a string"),
+        ("config = 'x'\n" + proxy(), "proxy.toml: config: unknown key"),
+        (proxy(metrics=q("tcp:9100")), "[[proxy]] 1 (proxy.example.org): metrics: unknown key"),
         (proxy() + proxy(jid=q("Proxy.Example.ORG")),
          "proxy.toml: [[proxy]] 2 (Proxy.Example.ORG): jid: 'proxy.example.org' is already "
          "the jid of [[proxy]] 1: two proxies cannot share a jid"),
@@ -212,37 +228,45 @@ def test_unreadable_file(tmp_path, kind):
     assert "configuration file" in message or "UTF-8" in message
 
 
+def test_access_lists_and_limits_in_a_file(write):
+    [only] = loadFile(write(
+        "deny = ['Spam.Example']\nmax_in_flight = 8\n"
+        + proxy(allow='["example.org", "Partner@Example.NET"]', max_subscribers=5)
+    ))
+    assert (only.allow, only.deny) == (("example.org", "partner@example.net"), ("spam.example",))
+    assert (only.maxInFlight, only.maxInFlightPerDomain, only.maxSubscribers) == (8, 2, 5)
+
+
 def test_environment_names_a_file(write):
     path = write(GOOD)
-    proxies = config.proxiesFromEnvironment({"CLIENT_PROXY_CONFIG": path})
-    assert [p.jid for p in proxies] == ["proxy.example.org", "proxy2.example.org"]
-    single = config.proxiesFromEnvironment(
-        {"CLIENT_PROXY_JID": "proxy.example.org", "CLIENT_PROXY_TARGET": "s@example.org",
-         "CLIENT_PROXY_SECRET": "s"}
-    )
-    assert [p.jid for p in single] == ["proxy.example.org"]
-    with pytest.raises(ConfigError, match="unset CLIENT_PROXY_JID"):
-        config.proxiesFromEnvironment({"CLIENT_PROXY_CONFIG": path, "CLIENT_PROXY_JID": "x"})
+
+    def proxies(environ):
+        return [p.jid for p in config.load([config.environment(environ)]).proxies]
+
+    assert proxies({"CLIENT_PROXY_CONFIG": path}) == ["proxy.example.org", "proxy2.example.org"]
+    single = {"CLIENT_PROXY_JID": "proxy.example.org", "CLIENT_PROXY_TARGET": "s@example.org",
+              "CLIENT_PROXY_SECRET": "s"}
+    assert proxies(single) == ["proxy.example.org"]
+    with pytest.raises(ConfigError, match="not with CLIENT_PROXY_JID$"):
+        proxies({"CLIENT_PROXY_CONFIG": path, "CLIENT_PROXY_JID": "x"})
 
 
 def test_command_line_config(write):
-    from twisted.python import usage
-
     from client_proxy.tap import Options
 
-    options = Options()
+    options = Options(environ={})
     options.parseOptions(["--config", write(GOOD)])
     assert [p.jid for p in options["proxies"]] == ["proxy.example.org", "proxy2.example.org"]
 
-    options = Options()
+    options = Options(environ={})
     options.parseOptions(["--jid", "proxy.example.org", "--target", "s@example.org",
                           "--secret", "s", "--timeout", "5"])
     [only] = options["proxies"]
     assert (only.jid, only.timeout, only.endpoint) == ("proxy.example.org", 5.0,
                                                        config.DEFAULT_ENDPOINT)
 
-    with pytest.raises(usage.UsageError, match="not with --jid, --secret-file"):
-        Options().parseOptions(["--config", write(GOOD), "--jid", "proxy.example.org",
-                                "--secret-file", "x"])
-    with pytest.raises(usage.UsageError, match="timeout: must be positive"):
-        Options().parseOptions(["--config", write("timeout = -1\n" + proxy())])
+    with pytest.raises(SystemExit, match="not with --jid, --secret-file$"):
+        Options(environ={}).parseOptions(["--config", write(GOOD), "--jid", "proxy.example.org",
+                                          "--secret-file", "x"])
+    with pytest.raises(SystemExit, match="timeout: must be positive"):
+        Options(environ={}).parseOptions(["--config", write("timeout = -1\n" + proxy())])

@@ -157,3 +157,70 @@ def test_bad_config_file_in_proxy_tac(tmp_path):
     assert "timeout: must be positive, not -1" in output
     assert "Traceback" not in output
     assert "top-secret-value" not in output
+
+
+def test_the_plugin_reads_the_environment(server, connect, tmp_path):
+    """
+    `twistd client-proxy` takes every CLIENT_PROXY_* variable, the command
+    line winning, and warns once of a secret on the command line.
+    """
+    process = ProxyProcess(
+        ["client-proxy", "--secret", server.components[FIRST], "--timeout", "5"],
+        env={
+            "CLIENT_PROXY_JID": FIRST,
+            "CLIENT_PROXY_TARGET": "service-a@example.org",
+            "CLIENT_PROXY_ENDPOINT": "tcp:host=127.0.0.1:port=%d" % (server.component_port,),
+            "CLIENT_PROXY_TIMEOUT": "-1",
+            "CLIENT_PROXY_SECRET_FILE": str(tmp_path / "not-read"),
+        },
+        workdir=tmp_path,
+    )
+    with process:
+        responder = connect("service-a", "a", Responder)
+        online(process, responder.jid)
+        answer = connect("user", "env").iq(FIRST)
+        assert (answer.get("type"), answer.get("from")) == ("result", FIRST)
+    log = process.log()
+    assert log.count("--secret puts the component secret on the command line") == 1
+    assert server.components[FIRST] not in log
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["client-proxy", "--jid", FIRST, "--target", "s@example.org", "--secret", "x",
+          "--timeout", "-1"], {}, "client-proxy: --timeout must be positive, not '-1'"),
+        (["client-proxy", "--jid", FIRST, "--colour", "blue"], {},
+         "client-proxy: option --colour not recognized (see twistd client-proxy --help)"),
+        (["client-proxy", "--jid", FIRST, "--target", "s@example.org"],
+         {"CLIENT_PROXY_SECRET": "x", "CLIENT_PROXY_MAX_STANZA_SIZE": "100"},
+         "client-proxy: CLIENT_PROXY_MAX_STANZA_SIZE must be at least 4096, not '100'"),
+        (["client-proxy", "--jid", FIRST, "--target", "s@example.org", "--secret", "x",
+          "--secret-file", "/x"], {}, "client-proxy: give --secret-file or --secret, not both"),
+        (["client-proxy", "--jid", FIRST, "--target", "s@" + FIRST, "--secret", "x"], {},
+         "client-proxy: --target 's@proxy.example.org' is an account of the component's own "
+         "domain proxy.example.org: the target must be an account of the server"),
+        (["-y", str(ROOT / "proxy.tac")],
+         {"CLIENT_PROXY_JID": FIRST, "CLIENT_PROXY_TARGET": "s@example.org",
+          "CLIENT_PROXY_SECRET": "x", "CLIENT_PROXY_ALLOW": "a@example.org/r"},
+         "client-proxy: CLIENT_PROXY_ALLOW 'a@example.org/r' must be a bare JID or a domain, "
+         "without a resource"),
+    ],
+)
+def test_a_configuration_error_is_one_line(args, env, message):
+    """
+    One line and exit status 1: neither twistd's usage text nor a
+    traceback.
+    """
+    code, output = run_twistd(args, env=env)
+    assert (code, output) == (1, message + "\n")
+
+
+def test_a_state_file_that_is_no_database_is_one_line(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not a database, " * 100)
+    code, output = run_twistd(["client-proxy", "--jid", FIRST, "--target", "s@example.org",
+                               "--secret", "x", "--state-file", str(garbage)])
+    assert code == 1
+    assert output.startswith("client-proxy: ") and output.count("\n") == 1
+    assert str(garbage) in output

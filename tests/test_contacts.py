@@ -158,7 +158,7 @@ def test_config_state_file(tmp_path):
     assert build(stateFile=":memory:").stateFile is None
     path = tmp_path / "state.db"
     assert build(stateFile=str(path)).stateFile == str(path)
-    assert path.exists(), "created, and checked, with the configuration"
+    assert not path.exists(), "checked by its folder's permissions, created at start-up"
     env = {"CLIENT_PROXY_JID": COMPONENT, "CLIENT_PROXY_TARGET": TARGET,
            "CLIENT_PROXY_SECRET": "s", "CLIENT_PROXY_STATE_FILE": str(path)}
     assert config.fromEnvironment(env).stateFile == str(path)
@@ -169,11 +169,9 @@ def test_config_state_file(tmp_path):
     [
         ("missing/state.db", "cannot be created: the directory %s/missing does not exist"),
         ("", "is a directory, not a file"),
-        ("garbage", "cannot be opened: file is not a database"),
     ],
 )
 def test_config_state_file_errors(tmp_path, name, message):
-    (tmp_path / "garbage").write_text("not a database, " * 100)
     with pytest.raises(config.ConfigError) as caught:
         build(stateFile=str(tmp_path / name) if name else str(tmp_path))
     assert str(caught.value).startswith("the state file ")

@@ -193,5 +193,5 @@ def test_bad_state_file(tmp_path):
          "--state-file", str(tmp_path / "missing" / "state.db")]
     )
     assert code != 0
-    assert "the state file" in output and "does not exist" in output
+    assert "--state-file" in output and "does not exist" in output
     assert "Traceback" not in output

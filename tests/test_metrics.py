@@ -12,7 +12,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.task import Clock
-from twisted.python.usage import UsageError
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
@@ -20,7 +19,8 @@ from client_proxy.config import (
     ConfigError,
     build,
     checkServerEndpoint,
-    metricsFromEnvironment,
+    environment,
+    load,
     readFile,
 )
 from client_proxy.inflight import RequestTable
@@ -313,14 +313,18 @@ def test_metrics_in_the_file(tmp_path):
 def test_metrics_from_the_environment(tmp_path):
     path = tmp_path / "proxy.toml"
     path.write_text(FILE)
-    assert metricsFromEnvironment({}) is None
-    assert metricsFromEnvironment({"CLIENT_PROXY_CONFIG": str(path)}) == (
-        "tcp:9100:interface=127.0.0.1"
-    )
+
+    def metrics(env):
+        return load([environment(env)]).metrics
+
+    single = {"CLIENT_PROXY_JID": A, "CLIENT_PROXY_TARGET": "s@example.org",
+              "CLIENT_PROXY_SECRET": "s"}
+    assert metrics(single) is None
+    assert metrics({"CLIENT_PROXY_CONFIG": str(path)}) == "tcp:9100:interface=127.0.0.1"
     env = {"CLIENT_PROXY_CONFIG": str(path), "CLIENT_PROXY_METRICS": "tcp:9200"}
-    assert metricsFromEnvironment(env) == "tcp:9200"
+    assert metrics(env) == "tcp:9200"
     with pytest.raises(ConfigError) as raised:
-        metricsFromEnvironment({"CLIENT_PROXY_METRICS": "tcp:nine"})
+        metrics(dict(single, CLIENT_PROXY_METRICS="tcp:nine"))
     assert str(raised.value).startswith("CLIENT_PROXY_METRICS 'tcp:nine' does not parse")
 
 
@@ -333,11 +337,11 @@ def test_the_metrics_option(tmp_path):
         ["--jid", A, "--target", "s@example.org", "--secret", "s", "--metrics", "tcp:9100"]
     )
     assert options["metrics"] == "tcp:9100"
-    with pytest.raises(UsageError) as raised:
+    with pytest.raises(SystemExit) as raised:
         Options().parseOptions(
             ["--jid", A, "--target", "s@example.org", "--secret", "s", "--metrics", "tcp:nine"]
         )
-    assert str(raised.value).startswith("--metrics 'tcp:nine' does not parse")
+    assert str(raised.value).startswith("client-proxy: --metrics 'tcp:nine' does not parse")
 
     path = tmp_path / "proxy.toml"
     path.write_text(FILE)
