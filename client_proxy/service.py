@@ -39,7 +39,7 @@ from client_proxy.messages import MessageRouter
 from client_proxy.metrics import MetricsResource, NoMetrics, PrometheusMetrics
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
-from client_proxy.routing import DEFAULT_MAX_STANZA_SIZE, Routing
+from client_proxy.routing import Routing
 
 
 class ConnectionMonitor:
@@ -231,8 +231,8 @@ def makeService(
         config.timeout,
         config.maxInFlightPerRequester,
         config.maxInFlight,
-        maxPerDomain=getattr(config, "maxInFlightPerDomain", None),
-        maxRetainedBytes=getattr(config, "maxRetainedBytes", 64 << 20),
+        maxPerDomain=config.maxInFlightPerDomain,
+        maxRetainedBytes=config.maxRetainedBytes,
     )
     routing = Routing(
         config.jid,
@@ -240,10 +240,8 @@ def makeService(
         resources,
         STRATEGIES[config.strategy](resources, table),
         config.instanceJid or "",
-        maxStanzaSize=getattr(config, "maxStanzaSize", DEFAULT_MAX_STANZA_SIZE),
-        access=AccessPolicy(
-            config.target, getattr(config, "allow", ()), getattr(config, "deny", ())
-        ),
+        maxStanzaSize=config.maxStanzaSize,
+        access=AccessPolicy(config.target, config.allow, config.deny),
         clock=reactor,
     )
     router = IQRouter(
