@@ -3,165 +3,109 @@ The component as a contact: users subscribe to its JID and see it available
 exactly while at least one resource of the target is online.
 
 The component plays both the contact's client and the contact's server of
-RFC 6121 for its own JID: it approves every subscription request, answers
+RFC 6121 for its own JID: it approves subscription requests, answers
 presence probes, and tells its subscribers when its availability changes.
-The subscribers are kept in L{Subscribers}, an SQLite database when a state
-file is configured, so that they survive restarts. Presence from users is
-never forwarded to the implementing client, and never answered with an
-error.
+The subscribers are kept in an L{ISubscriberStore}, an SQLite database when
+a state file is configured, so that they survive restarts. Presence from
+users is never forwarded to the implementing client, and never answered
+with an error.
+
+Anyone on the federated network can ask for a subscription, so the store is
+capped, in total and per domain, and the requests of each domain are
+rate-limited (L{SubscriberLimits}); who may subscribe at all is the
+L{AccessPolicy}'s to say. What remote users cause is counted in a L{Tally},
+never logged a line each.
 """
 
-import sqlite3
-from collections.abc import Iterator
+from collections import OrderedDict
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.jid import JID
-from wokkel.xmppim import PresenceProtocol
+from twisted.words.xish import domish
+from wokkel.subprotocols import XMPPHandler
 from zope.interface import implementer
 
-from client_proxy.jat import bare
+from client_proxy.access import AccessPolicy
+from client_proxy.jat import bare, domain
 from client_proxy.presence import IResourceObserver, Resources
+from client_proxy.quiet import Tally
+from client_proxy.store import ISubscriberStore
 
-#: The value of a state file that stands for no file: nothing persists.
-IN_MEMORY = ":memory:"
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS subscribers ("
-    " component TEXT NOT NULL,"
-    " jid TEXT NOT NULL,"
-    " PRIMARY KEY (component, jid))"
-)
+# config.checkStateFile imports these names from here, until the settings
+# rewrite takes what it needs from client_proxy.store.
+from client_proxy.store import IN_MEMORY, StateFileError  # noqa: F401
+from client_proxy.store import SQLiteSubscriberStore as Subscribers  # noqa: F401
 
 
-class StateFileError(Exception):
+class DomainRate:
     """
-    The subscriber database cannot be opened, read or written.
-    """
+    A token bucket per domain: a domain may do something L{rate} times a
+    second on average, and L{burst} times at once.
 
-
-class Subscribers:
-    """
-    The bare JIDs subscribed to the component's presence.
-
-    They are kept in memory and, when C{path} names a file, written through
-    to an SQLite database at every change, so that a new L{Subscribers} on
-    the same file (after a restart) knows them. Rows are keyed by the
-    component's JID too: several proxies may share one file.
-
-    @param path: the database file, created if missing; C{None}, C{""} or
-        C{":memory:"} for no file (the subscribers are forgotten when the
-        process ends).
-    @param component: the JID of the component whose subscribers these are.
-    @raise StateFileError: the file cannot be opened, is not an SQLite
-        database, or cannot be written.
+    The memory is bounded whatever the number of domains: at most
+    L{maxDomains} buckets are kept, and the bucket of the domain heard from
+    least recently goes first. A domain whose bucket went starts again with
+    a full one; that needs L{maxDomains} other domains heard from since, and
+    the subscriber caps hold in any case.
     """
 
-    log = Logger()
+    rate = 10.0
+    burst = 100.0
+    maxDomains = 10_000
 
-    def __init__(self, path: str | None = None, component: str = "") -> None:
-        self.path = None if path in (None, "", IN_MEMORY) else path
-        self.component = component
-        try:
-            self._db = sqlite3.connect(self.path or IN_MEMORY, isolation_level=None)
-            try:
-                self._db.execute(_SCHEMA)
-                # Take the write lock once: a read-only file fails now, with
-                # the configuration, rather than at the first subscription.
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("ROLLBACK")
-                rows = self._db.execute(
-                    "SELECT jid FROM subscribers WHERE component = ?", (component,)
-                ).fetchall()
-            except sqlite3.Error:
-                self._db.close()
-                raise
-        except sqlite3.Error as e:
-            raise StateFileError("cannot use %s as the subscriber database: %s" % (path, e)) from e
-        self._jids: set[str] = {jid for (jid,) in rows}
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        #: domain -> (tokens, when they were counted), least recent first.
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def reload(self) -> None:
+    def allows(self, host: str) -> bool:
         """
-        Read the subscribers from the file again: another process may have
-        changed them (a standby instance taking over from the active one,
-        both with the same state file). A failure is logged, and the
-        subscribers known in memory are kept.
+        Whether C{host} may do it once more now; if so, that counts.
         """
-        if self.path is None:
-            return
-        try:
-            rows = self._db.execute(
-                "SELECT jid FROM subscribers WHERE component = ?", (self.component,)
-            ).fetchall()
-        except sqlite3.Error as e:
-            self.log.error(
-                "Cannot read the subscriber database {path}: {error}", path=self.path, error=e
-            )
-            return
-        self._jids = {jid for (jid,) in rows}
+        now = self.clock.seconds()
+        tokens, then = self._buckets.pop(host, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        allowed = tokens >= 1
+        self._buckets[host] = (tokens - 1 if allowed else tokens, now)
+        if len(self._buckets) > self.maxDomains:
+            self._buckets.popitem(last=False)
+        return allowed
 
-    def add(self, jid: str) -> bool:
+
+class SubscriberLimits:
+    """
+    Whether a new subscriber may be stored: at most C{maxSubscribers} in
+    all, at most C{maxPerDomain} of one domain, and new subscribers of one
+    domain no faster than its L{DomainRate} allows.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, maxSubscribers: int = 100_000, maxPerDomain: int = 10_000
+    ) -> None:
+        self.maxSubscribers = maxSubscribers
+        self.maxPerDomain = maxPerDomain
+        self.rate = DomainRate(clock)
+
+    def refusal(self, subscribers: ISubscriberStore, jid: str) -> str | None:
         """
-        Add the bare JID C{jid}.
-
-        @return: whether it was not a subscriber already.
+        Why the bare JID C{jid} may not be added to C{subscribers}, or
+        C{None} if it may. Only a JID that may is counted against its
+        domain's rate.
         """
-        if jid in self._jids:
-            return False
-        self._jids.add(jid)
-        self._write("INSERT OR IGNORE INTO subscribers VALUES (?, ?)", jid)
-        return True
-
-    def remove(self, jid: str) -> bool:
-        """
-        Remove the bare JID C{jid}.
-
-        @return: whether it was a subscriber.
-        """
-        if jid not in self._jids:
-            return False
-        self._jids.discard(jid)
-        self._write("DELETE FROM subscribers WHERE component = ? AND jid = ?", jid)
-        return True
-
-    def _write(self, statement: str, jid: str) -> None:
-        """
-        Write a change through; a failure is logged, and the change is kept
-        in memory for the life of the process.
-        """
-        try:
-            self._db.execute(statement, (self.component, jid))
-        except sqlite3.Error as e:
-            self.log.error(
-                "Cannot write the subscriber database {path}: {error}; the change "
-                "for {jid} is lost at the next restart",
-                path=self.path,
-                error=e,
-                jid=jid,
-            )
-
-    def __contains__(self, jid: object) -> bool:
-        return jid in self._jids
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._jids))
-
-    def __len__(self) -> int:
-        return len(self._jids)
-
-    def all(self) -> list[str]:
-        """
-        Every subscriber, in order.
-        """
-        return sorted(self._jids)
-
-    def close(self) -> None:
-        self._db.close()
+        if len(subscribers) >= self.maxSubscribers:
+            return "subscriber limit"
+        host = domain(jid)
+        if subscribers.countDomain(host) >= self.maxPerDomain:
+            return "per-domain subscriber limit"
+        if not self.rate.allows(host):
+            return "per-domain rate limit"
+        return None
 
 
 @implementer(IResourceObserver)
-class ComponentPresenceHandler(PresenceProtocol):
+class ComponentPresenceHandler(XMPPHandler):
     """
     The component's own presence, for the users subscribed to it.
 
@@ -172,21 +116,31 @@ class ComponentPresenceHandler(PresenceProtocol):
     component's JID (a resource there is ignored, RFC 6121, 3.1.3), and
     follows the rules of RFC 6121 for a contact and its server:
 
-      - C{subscribe}: approved at once (3.1.5), then the component's
-        current presence is sent to the new subscriber (3.1.6).
+      - C{subscribe}: approved (3.1.5), then the component's current
+        presence is sent to the new subscriber (3.1.6). Refused with
+        C{unsubscribed} (3.2) when the L{SubscriberLimits} say so, or the
+        L{AccessPolicy} refuses the user; nothing is stored then, and the
+        user may ask again later. A subscriber asking again is approved
+        whatever the limits: nothing new is stored.
       - C{unsubscribe}: the user cancels its subscription (3.3); the
         component forgets the subscriber, sends it unavailable presence
         (3.3.3) and confirms with C{unsubscribed}.
       - C{unsubscribed}, C{subscribed}: about the user's own presence,
         which the component never asks for; ignored.
       - C{probe} (4.3.2): a subscriber gets the current presence, available
-        or unavailable; anyone else gets C{unsubscribed}, as 4.3.2 says a
-        contact's server SHOULD answer a probe from a user without a
-        subscription: the user's server then drops a subscription the
-        component no longer knows (a state file lost, or none configured).
+        or unavailable; anyone else, and anyone the policy refuses, gets
+        C{unsubscribed}, as 4.3.2 says a contact's server SHOULD answer a
+        probe from a user without a subscription: the user's server then
+        drops a subscription the component no longer knows (a state file
+        lost, or none configured).
       - available and unavailable presence: ignored, neither forwarded to
         the implementing client nor answered with an error.
       - C{error}: ignored (RFC 6120, 8.3.1: an error is never answered).
+
+    A user the policy refuses is not a subscriber: if the store held it
+    (the lists changed since), it is removed when it asks again or probes,
+    and it is never told the component's presence. Its other presence is
+    ignored.
 
     Changes are broadcast (4.4.2, 4.5.2): when the number of online
     resources goes from 0 to 1, every subscriber gets available presence;
@@ -205,8 +159,15 @@ class ComponentPresenceHandler(PresenceProtocol):
     unavailable. The subscribers are read from the state file again on
     every stream, for a standby instance sharing it with the active one.
 
+    Subscriptions accepted, ended and refused, and probes refused, are
+    counted in the L{Tally} and summarised, never logged one line each.
+
     @ivar settleDelay: seconds to wait, on a new stream, for the target's
         resources before announcing the component unavailable.
+    @param access: who may subscribe; by default, everyone.
+    @param limits: the caps and rate; by default, L{SubscriberLimits}'s.
+    @param tally: where what remote users cause is counted; by default one
+        of this handler's own.
     """
 
     log = Logger()
@@ -217,15 +178,21 @@ class ComponentPresenceHandler(PresenceProtocol):
         component: JID,
         target: JID,
         resources: Resources,
-        subscribers: Subscribers,
+        subscribers: ISubscriberStore,
         clock: IReactorTime,
+        access: AccessPolicy | None = None,
+        limits: SubscriberLimits | None = None,
+        tally: Tally | None = None,
     ) -> None:
         super().__init__()
-        self.component = component
-        self.target = target
+        self.component = component.userhost()
+        self.target = target.userhost()
         self.resources = resources
         self.subscribers = subscribers
         self.clock = clock
+        self.access = access or AccessPolicy(self.target)
+        self.limits = limits or SubscriberLimits(clock)
+        self.tally = tally or Tally(self.component, clock, self.log)
         #: What every subscriber was last told: available (C{True}),
         #: unavailable (C{False}), or nothing yet in this process (C{None}).
         self.announced: bool | None = None
@@ -242,7 +209,7 @@ class ComponentPresenceHandler(PresenceProtocol):
     # The stream
 
     def connectionInitialized(self) -> None:
-        super().connectionInitialized()
+        self.xmlstream.addObserver("/presence", self.onPresence)
         self.subscribers.reload()
         self._cancelSettle()
         self._settle = self.clock.callLater(self.settleDelay, self.settled)
@@ -267,11 +234,14 @@ class ComponentPresenceHandler(PresenceProtocol):
     def stopping(self) -> None:
         """
         The proxy stops: tell the subscribers the component is unavailable
-        (RFC 6121, 4.5.2), unless they know it already.
+        (RFC 6121, 4.5.2), unless they know it already; log what was
+        counted, and write the subscribers.
         """
         self._cancelSettle()
         if self.announced is not False:
             self._broadcast(False)
+        self.tally.flush()
+        self.subscribers.flush()
 
     # The target's resources (IResourceObserver)
 
@@ -298,101 +268,108 @@ class ComponentPresenceHandler(PresenceProtocol):
             count=len(self.subscribers),
         )
         for subscriber in self.subscribers:
-            self.sendPresence(JID(subscriber), available)
+            if self.access.allows(subscriber):
+                self.sendPresence(subscriber, available)
 
-    def sendPresence(self, recipient: JID, available: bool | None = None) -> None:
+    # Presence sent
+
+    def sendPresence(self, recipient: str, available: bool | None = None) -> None:
         """
         Send the component's presence to C{recipient}: the current one
         unless C{available} says which.
         """
         if available is None:
             available = self.isAvailable()
-        if available:
-            self.available(recipient, sender=self.component)
-        else:
-            self.unavailable(recipient, sender=self.component)
+        self._send(recipient, None if available else "unavailable")
+
+    def _send(self, recipient: str, type: str | None) -> None:
+        presence = domish.Element((None, "presence"))
+        presence["from"] = self.component
+        presence["to"] = recipient
+        if type is not None:
+            presence["type"] = type
+        self.send(presence)
 
     # Presence received
 
-    def _onPresence(self, element) -> None:
+    def onPresence(self, element: domish.Element) -> None:
         """
         Handle presence from users to the component's JID; leave the
         target's presence to L{TargetPresenceHandler}, and ignore presence
         to the other addresses of the component's domain.
         """
-        if bare(element.getAttribute("from", "")) == self.target.userhost():
+        sender = element.getAttribute("from", "")
+        user = bare(sender)
+        if not user or user == self.target:
             return
-        if bare(element.getAttribute("to", "")) != self.component.userhost():
+        if bare(element.getAttribute("to", "")) != self.component:
             return
-        super()._onPresence(element)
+        kind = element.getAttribute("type")
+        if not self.access.allows(user):
+            self.refusedPresenceReceived(user, kind)
+        elif kind == "subscribe":
+            self.subscribeReceived(user)
+        elif kind == "unsubscribe":
+            self.unsubscribeReceived(user)
+        elif kind == "probe":
+            self.probeReceived(sender)
 
-    def subscribeReceived(self, presence) -> None:
+    def refusedPresenceReceived(self, user: str, kind: str | None) -> None:
+        """
+        Presence from a user the policy refuses: a C{subscribe} or a
+        C{probe} gets C{unsubscribed}, and the user is no subscriber any
+        more; anything else is ignored.
+        """
+        if kind in ("subscribe", "probe"):
+            self.subscribers.remove(user)
+            self._send(user, "unsubscribed")
+            noun = "subscriptions" if kind == "subscribe" else "probes"
+            self.tally.count("refused", noun, "not allowed", user)
+
+    def subscribeReceived(self, user: str) -> None:
         """
         RFC 6121, 3.1.5: approve the subscription, then (3.1.6) send the
-        current presence to the new subscriber.
+        current presence to the new subscriber; or, past the limits,
+        refuse it (3.2).
         """
-        user = JID(presence.sender.userhost())
-        if self.subscribers.add(user.full()):
-            self.log.info("{user} subscribed to the component", user=user.full())
-        self.subscribed(user, sender=self.component)
+        if user not in self.subscribers:
+            refusal = self.limits.refusal(self.subscribers, user)
+            if refusal is not None:
+                self.tally.count("refused", "subscriptions", refusal, user)
+                self._send(user, "unsubscribed")
+                return
+            self.subscribers.add(user)
+            self.tally.count("accepted", "subscriptions", "new subscribers", user)
+        self._send(user, "subscribed")
         self.sendPresence(user)
 
-    def unsubscribeReceived(self, presence) -> None:
+    def unsubscribeReceived(self, user: str) -> None:
         """
         RFC 6121, 3.3.3: the user cancels its subscription; it gets
         unavailable presence, and the cancellation is confirmed.
         """
-        user = JID(presence.sender.userhost())
-        if self.subscribers.remove(user.full()):
-            self.log.info("{user} unsubscribed from the component", user=user.full())
-        self.unavailable(user, sender=self.component)
-        self.unsubscribed(user, sender=self.component)
+        if self.subscribers.remove(user):
+            self.tally.count("ended", "subscriptions", "unsubscribed", user)
+        self._send(user, "unavailable")
+        self._send(user, "unsubscribed")
 
-    def unsubscribedReceived(self, presence) -> None:
-        """
-        RFC 6121, 3.2: the user cancels or refuses a subscription to its
-        own presence; the component has none and asks for none.
-        """
-
-    def subscribedReceived(self, presence) -> None:
-        """
-        RFC 6121, 3.1.6: the user approves a subscription to its own
-        presence; the component never asks for one.
-        """
-
-    def probeReceived(self, presence) -> None:
+    def probeReceived(self, sender: str) -> None:
         """
         RFC 6121, 4.3.2: a subscriber gets the current presence, available
         or unavailable; anyone else gets C{unsubscribed}.
         """
-        user = presence.sender.userhost()
+        user = bare(sender)
         if user in self.subscribers:
-            self.sendPresence(presence.sender)
+            self.sendPresence(sender)
         else:
-            self.log.debug("Probe from {user}, not a subscriber", user=user)
-            self.unsubscribed(JID(user), sender=self.component)
-
-    def availableReceived(self, presence) -> None:
-        """
-        Directed presence from a user: ignored, never forwarded.
-        """
-        self.log.debug("Ignoring presence from {user}", user=presence.sender.full())
-
-    def unavailableReceived(self, presence) -> None:
-        """
-        Directed unavailable presence from a user: ignored, never forwarded.
-        """
-        self.log.debug("Ignoring presence from {user}", user=presence.sender.full())
-
-    def errorReceived(self, presence) -> None:
-        """
-        RFC 6120, 8.3.1: an error is never answered; ignored.
-        """
+            self.tally.count("refused", "probes", "not a subscriber", user)
+            self._send(user, "unsubscribed")
 
 
 class UnavailableOnStop(Service):
     """
-    Tells the subscribers the component is unavailable when the proxy stops.
+    Tells the subscribers the component is unavailable when the proxy
+    stops, and writes the subscribers (L{ComponentPresenceHandler.stopping}).
 
     To be started after L{GracefulStop}, and so stopped before it
     (L{MultiService} stops its children in reverse order): the presence is

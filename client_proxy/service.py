@@ -30,7 +30,7 @@ from wokkel.subprotocols import StreamManager, XMPPHandler
 from client_proxy import jat
 from client_proxy.access import AccessPolicy
 from client_proxy.config import ProxyConfig
-from client_proxy.contacts import ComponentPresenceHandler, Subscribers, UnavailableOnStop
+from client_proxy.contacts import ComponentPresenceHandler, SubscriberLimits, UnavailableOnStop
 from client_proxy.dispatch import STRATEGIES
 from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
@@ -40,6 +40,7 @@ from client_proxy.metrics import MetricsResource, NoMetrics, PrometheusMetrics
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
 from client_proxy.routing import Routing
+from client_proxy.store import openStore
 
 
 class ConnectionMonitor:
@@ -265,8 +266,16 @@ def makeService(
         JID(config.jid),
         JID(config.target),
         resources,
-        Subscribers(config.stateFile, config.jid),
+        openStore(config.stateFile, config.jid, reactor),
         reactor,
+        access=AccessPolicy(
+            config.target, getattr(config, "allow", ()), getattr(config, "deny", ())
+        ),
+        limits=SubscriberLimits(
+            reactor,
+            getattr(config, "maxSubscribers", 100_000),
+            getattr(config, "maxSubscribersPerDomain", 10_000),
+        ),
     )
     contacts.setHandlerParent(manager)
 

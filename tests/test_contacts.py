@@ -5,22 +5,26 @@ stream.
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import Logger
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
 
 from client_proxy import config
+from client_proxy.access import AccessPolicy
 from client_proxy.contacts import (
     ComponentPresenceHandler,
-    StateFileError,
-    Subscribers,
+    DomainRate,
+    SubscriberLimits,
     UnavailableOnStop,
 )
 from client_proxy.presence import Resources, TargetPresenceHandler
+from client_proxy.store import MemorySubscriberStore, SQLiteSubscriberStore
 
 COMPONENT = "proxy.example.org"
 TARGET = "service@example.org"
 ALICE = "alice@example.org"
+CAROL = "carol@example.org"
 BOB = "bob@example.net"
 
 
@@ -67,7 +71,7 @@ def resources():
 
 @pytest.fixture
 def subscribers():
-    return Subscribers(None, COMPONENT)
+    return MemorySubscriberStore()
 
 
 @pytest.fixture
@@ -84,66 +88,6 @@ def handler(stub, resources, subscribers, clock):
     handler.makeConnection(stub.xmlstream)
     handler.connectionInitialized()
     return handler
-
-
-# Subscribers
-
-
-def test_subscribers_in_memory():
-    subscribers = Subscribers()
-    assert subscribers.add(BOB) is True
-    assert subscribers.add(ALICE) is True
-    assert subscribers.add(ALICE) is False
-    assert ALICE in subscribers and "carol@example.org" not in subscribers
-    assert list(subscribers) == subscribers.all() == [ALICE, BOB]
-    assert len(subscribers) == 2
-    assert subscribers.remove(ALICE) is True
-    assert subscribers.remove(ALICE) is False
-    assert subscribers.all() == [BOB]
-    assert Subscribers(":memory:").all() == [], "nothing persists in memory"
-
-
-def test_subscribers_survive_in_the_file(tmp_path):
-    path = str(tmp_path / "state.db")
-    first = Subscribers(path, COMPONENT)
-    first.add(ALICE)
-    first.add(BOB)
-    first.remove(BOB)
-    first.close()
-    again = Subscribers(path, COMPONENT)
-    assert again.all() == [ALICE]
-
-
-def test_reload_sees_what_another_process_wrote(tmp_path):
-    path = str(tmp_path / "state.db")
-    active = Subscribers(path, COMPONENT)
-    standby = Subscribers(path, COMPONENT)
-    active.add(ALICE)
-    assert standby.all() == []
-    standby.reload()
-    assert standby.all() == [ALICE]
-
-
-def test_proxies_may_share_a_file(tmp_path):
-    path = str(tmp_path / "state.db")
-    Subscribers(path, COMPONENT).add(ALICE)
-    Subscribers(path, "other.example.org").add(BOB)
-    assert Subscribers(path, COMPONENT).all() == [ALICE]
-    assert Subscribers(path, "other.example.org").all() == [BOB]
-
-
-def test_a_file_that_is_not_a_database(tmp_path):
-    path = tmp_path / "state.db"
-    path.write_text("not a database, " * 100)
-    with pytest.raises(StateFileError, match="file is not a database"):
-        Subscribers(str(path))
-
-
-def test_a_failed_write_is_kept_in_memory(tmp_path):
-    subscribers = Subscribers(str(tmp_path / "state.db"))
-    subscribers._db.close()
-    assert subscribers.add(ALICE) is True
-    assert ALICE in subscribers
 
 
 # Configuration
@@ -185,21 +129,21 @@ def test_config_state_file_errors(tmp_path, name, message):
 def test_subscribe_is_approved_with_the_current_presence(stub, handler, subscribers, resources):
     stub.send(presence(ALICE + "/phone", "subscribe"))
     assert sent(stub) == [("subscribed", ALICE, COMPONENT), unavailable(ALICE)]
-    assert subscribers.all() == [ALICE]
+    assert list(subscribers) == [ALICE]
     resources.available(TARGET + "/a")
     sent(stub)
     stub.send(presence(BOB, "subscribe"))
     assert sent(stub) == [("subscribed", BOB, COMPONENT), available(BOB)]
     stub.send(presence(BOB, "subscribe"))
     assert sent(stub) == [("subscribed", BOB, COMPONENT), available(BOB)], "approved again"
-    assert subscribers.all() == [ALICE, BOB]
+    assert list(subscribers) == [ALICE, BOB]
 
 
 def test_unsubscribe(stub, handler, subscribers):
     subscribers.add(ALICE)
     stub.send(presence(ALICE + "/phone", "unsubscribe"))
     assert sent(stub) == [unavailable(ALICE), ("unsubscribed", ALICE, COMPONENT)]
-    assert subscribers.all() == []
+    assert list(subscribers) == []
 
 
 @pytest.mark.parametrize("type", ["unsubscribed", "subscribed", None, "unavailable", "error"])
@@ -210,7 +154,7 @@ def test_ignored(stub, handler, subscribers, type):
     subscribers.add(ALICE)
     stub.send(presence(ALICE + "/phone", type))
     assert sent(stub) == []
-    assert subscribers.all() == [ALICE]
+    assert list(subscribers) == [ALICE]
 
 
 def test_probe_from_a_subscriber(stub, handler, subscribers, resources):
@@ -233,7 +177,7 @@ def test_presence_to_other_addresses_is_not_ours(stub, handler, subscribers):
     stub.send(presence(ALICE, "subscribe", to="someone@" + COMPONENT))
     stub.send(presence(ALICE, "probe", to="someone@" + COMPONENT))
     assert sent(stub) == []
-    assert subscribers.all() == []
+    assert list(subscribers) == []
     stub.send(presence(ALICE, "subscribe", to=COMPONENT + "/resource"))
     assert sent(stub)[0] == ("subscribed", ALICE, COMPONENT)
 
@@ -242,7 +186,7 @@ def test_presence_from_the_target_is_not_ours(stub, handler, subscribers):
     stub.send(presence(TARGET + "/a", "subscribe"))
     stub.send(presence(TARGET, "probe"))
     assert sent(stub) == []
-    assert subscribers.all() == []
+    assert list(subscribers) == []
 
 
 # Availability
@@ -355,12 +299,14 @@ def test_makeService_wires_the_handler(tmp_path):
     from client_proxy.service import makeService
 
     path = tmp_path / "state.db"
-    Subscribers(str(path), COMPONENT).add(ALICE)
+    store = SQLiteSubscriberStore(str(path), COMPONENT, Clock())
+    store.add(ALICE)
+    store.close()
     proxy = makeService(build(stateFile=str(path)), Clock())
     [stop] = [s for s in proxy if isinstance(s, UnavailableOnStop)]
     assert list(proxy)[-1] is stop, "stopped first, before the stream's end"
     assert isinstance(stop.handler, ComponentPresenceHandler)
-    assert stop.handler.subscribers.all() == [ALICE]
+    assert list(stop.handler.subscribers) == [ALICE]
 
 
 def test_state_file_in_a_configuration_file(tmp_path):
@@ -380,3 +326,229 @@ def test_state_file_in_a_configuration_file(tmp_path):
     )
     with pytest.raises(config.ConfigError, match="state_file: .* does not exist"):
         config.loadFile(str(toml))
+
+
+# Limits, access, quiet logs
+
+EVIL = "evil.example"
+
+
+@pytest.fixture
+def events(monkeypatch):
+    """
+    What the handler logs, its tally's summaries included.
+    """
+    logged: list[dict] = []
+    monkeypatch.setattr(ComponentPresenceHandler, "log", Logger(observer=logged.append))
+    return logged
+
+
+@pytest.fixture
+def guarded(stub, resources, subscribers, clock, events):
+    """
+    A handler with small limits, denying C{bob@example.net}.
+    """
+
+    def make(maxSubscribers=5, maxPerDomain=3, allow=(), deny=(BOB,)):
+        handler = ComponentPresenceHandler(
+            JID(COMPONENT),
+            JID(TARGET),
+            resources,
+            subscribers,
+            clock,
+            access=AccessPolicy(TARGET, allow, deny),
+            limits=SubscriberLimits(clock, maxSubscribers, maxPerDomain),
+        )
+        handler.parent = stub.xmlstream
+        handler.makeConnection(stub.xmlstream)
+        handler.connectionInitialized()
+        return handler
+
+    return make
+
+
+def answers(stub):
+    """
+    The types of the presence sent, by recipient; the output is emptied.
+    """
+    told: dict[str, list[str]] = {}
+    for type, to, _ in sent(stub):
+        told.setdefault(to, []).append(type or "available")
+    return told
+
+
+def test_subscriber_cap(stub, guarded, subscribers):
+    guarded(maxSubscribers=3, maxPerDomain=10)
+    users = ["u%d@d%d.example" % (i, i) for i in range(5)]
+    for user in users:
+        stub.send(presence(user + "/r", "subscribe"))
+    told = answers(stub)
+    assert [told[u][0] for u in users] == ["subscribed"] * 3 + ["unsubscribed"] * 2
+    assert told[users[3]] == ["unsubscribed"], "nothing more than the refusal"
+    assert list(subscribers) == users[:3]
+
+
+def test_per_domain_cap(stub, guarded, subscribers):
+    guarded(maxSubscribers=10, maxPerDomain=2)
+    for i in range(4):
+        stub.send(presence("u%d@%s" % (i, EVIL), "subscribe"))
+    stub.send(presence(ALICE, "subscribe"))
+    told = answers(stub)
+    assert [told["u%d@%s" % (i, EVIL)][0] for i in range(4)] == [
+        "subscribed", "subscribed", "unsubscribed", "unsubscribed"
+    ]
+    assert told[ALICE][0] == "subscribed", "other domains are not held back"
+    assert subscribers.countDomain(EVIL) == 2
+
+
+def test_a_subscriber_asking_again_at_the_cap_is_approved(stub, guarded, subscribers, clock):
+    handler = guarded(maxSubscribers=1)
+    stub.send(presence(ALICE + "/phone", "subscribe"))
+    stub.send(presence(CAROL, "subscribe"))
+    assert answers(stub)[CAROL] == ["unsubscribed"]
+    handler.limits.rate.rate = 0.0  # and whatever the rate
+    for _ in range(200):
+        stub.send(presence(ALICE + "/laptop", "subscribe"))
+    assert set(answers(stub)[ALICE]) == {"subscribed", "unavailable"}
+    assert list(subscribers) == [ALICE]
+
+
+def test_room_again_after_an_unsubscribe(stub, guarded, subscribers):
+    guarded(maxSubscribers=1)
+    stub.send(presence(ALICE, "subscribe"))
+    stub.send(presence(ALICE, "unsubscribe"))
+    stub.send(presence(CAROL, "subscribe"))
+    assert answers(stub)[CAROL][0] == "subscribed"
+    assert list(subscribers) == [CAROL]
+
+
+def test_rate_per_domain(stub, guarded, subscribers, clock):
+    """
+    A domain gets a burst, then DomainRate.rate new subscribers a second;
+    the refused may ask again later. Other domains have buckets of their
+    own.
+    """
+    handler = guarded(maxSubscribers=10_000, maxPerDomain=10_000)
+    rate = handler.limits.rate
+    rate.rate, rate.burst = 2.0, 5.0
+    for i in range(8):
+        stub.send(presence("u%d@%s" % (i, EVIL), "subscribe"))
+    stub.send(presence(ALICE, "subscribe"))
+    assert subscribers.countDomain(EVIL) == 5
+    assert ALICE in subscribers
+    refused = [u for u, types in answers(stub).items() if types == ["unsubscribed"]]
+    assert refused == ["u%d@%s" % (i, EVIL) for i in (5, 6, 7)]
+    clock.advance(1.0)
+    for i in (5, 6, 7):
+        stub.send(presence("u%d@%s" % (i, EVIL), "subscribe"))
+    assert subscribers.countDomain(EVIL) == 7, "two more a second"
+
+
+def test_refusals_by_the_caps_do_not_spend_the_rate(stub, guarded, subscribers, clock):
+    handler = guarded(maxSubscribers=10, maxPerDomain=1)
+    handler.limits.rate.burst = 2.0
+    stub.send(presence("a@" + EVIL, "subscribe"))
+    for i in range(50):
+        stub.send(presence("u%d@%s" % (i, EVIL), "subscribe"))
+    stub.send(presence("a@" + EVIL, "unsubscribe"))
+    stub.send(presence("b@" + EVIL, "subscribe"))
+    assert "b@" + EVIL in subscribers
+
+
+def test_rate_buckets_are_bounded(clock):
+    """
+    At most maxDomains buckets; the domain heard from least recently
+    loses its own, and starts again with a full one.
+    """
+    rate = DomainRate(clock)
+    rate.maxDomains, rate.rate, rate.burst = 100, 0.0, 1.0
+    assert rate.allows("first.example")
+    assert not rate.allows("first.example")
+    for i in range(100):
+        assert rate.allows("d%d.example" % i)
+    assert len(rate._buckets) == 100
+    assert not rate.allows("d99.example"), "a recent bucket is kept"
+    assert rate.allows("first.example"), "the oldest went"
+
+
+def test_a_refused_subscribe(stub, guarded, subscribers, resources):
+    guarded()
+    resources.available(TARGET + "/a")
+    sent(stub)
+    stub.send(presence(BOB + "/x", "subscribe"))
+    assert sent(stub) == [("unsubscribed", BOB, COMPONENT)]
+    assert BOB not in subscribers
+
+
+def test_a_refused_probe(stub, guarded, subscribers, resources):
+    """
+    A subscriber the lists now refuse is no subscriber: its probe gets
+    unsubscribed, it is forgotten, and is told nothing more.
+    """
+    subscribers.add(BOB)
+    subscribers.add(ALICE)
+    guarded()
+    resources.available(TARGET + "/a")
+    assert sent(stub) == [available(ALICE)]
+    stub.send(presence(BOB, "probe"))
+    assert sent(stub) == [("unsubscribed", BOB, COMPONENT)]
+    assert list(subscribers) == [ALICE]
+
+
+@pytest.mark.parametrize("type", [None, "unavailable", "unsubscribe", "subscribed", "error"])
+def test_other_presence_from_the_refused_is_ignored(stub, guarded, type):
+    guarded()
+    stub.send(presence(BOB + "/x", type))
+    assert sent(stub) == []
+
+
+def test_an_allow_list(stub, guarded, subscribers):
+    guarded(allow=("example.org",), deny=())
+    stub.send(presence(ALICE, "subscribe"))
+    stub.send(presence(BOB, "subscribe"))
+    stub.send(presence("x@" + EVIL, "probe"))
+    told = answers(stub)
+    assert told[ALICE][0] == "subscribed"
+    assert told[BOB] == told["x@" + EVIL] == ["unsubscribed"]
+    assert list(subscribers) == [ALICE]
+
+
+def test_a_flood_logs_a_bounded_summary(stub, guarded, subscribers, clock, events):
+    """
+    Thousands of refused subscriptions from forged senders: nothing is
+    logged as they come, then a summary of a few lines.
+    """
+    handler = guarded(maxSubscribers=100_000, maxPerDomain=1_000)
+    for i in range(5000):
+        stub.send(presence("u%d@%s/r" % (i % 900, EVIL), "subscribe"))
+        stub.send(presence("p%d@%s" % (i, EVIL), "probe"))
+    stub.send(presence(BOB, "subscribe"))
+    assert events == []
+    assert subscribers.countDomain(EVIL) == handler.limits.rate.burst
+    clock.advance(60)
+    lines = [e for e in events if e.get("event") == "summary"]
+    summaries = {(e["action"], e["noun"], e["reason"]): e for e in lines}
+    assert len(lines) == len(summaries) == 4
+    burst = int(handler.limits.rate.burst)
+    accepted = summaries["accepted", "subscriptions", "new subscribers"]
+    assert (accepted["count"], accepted["senders"], accepted["domain"]) == (burst, burst, EVIL)
+    limited = summaries["refused", "subscriptions", "per-domain rate limit"]
+    # u0 to u99 subscribed first; asking again, they are approved.
+    assert limited["count"] == sum(1 for i in range(5000) if i % 900 >= burst)
+    assert limited["senders"] == 900 - burst
+    assert summaries["refused", "probes", "not a subscriber"]["count"] == 5000
+    assert summaries["refused", "subscriptions", "not allowed"]["senders"] == 1
+
+
+def test_stopping_flushes_the_store_and_the_tally(stub, resources, clock, events, tmp_path):
+    path = str(tmp_path / "state.db")
+    store = SQLiteSubscriberStore(path, COMPONENT, clock)
+    handler = ComponentPresenceHandler(JID(COMPONENT), JID(TARGET), resources, store, clock)
+    handler.parent = stub.xmlstream
+    handler.makeConnection(stub.xmlstream)
+    handler.connectionInitialized()
+    stub.send(presence(ALICE, "subscribe"))
+    handler.stopping()
+    assert list(SQLiteSubscriberStore(path, COMPONENT, Clock())) == [ALICE]
+    assert [e["action"] for e in events if e.get("event") == "summary"] == ["accepted"]
+    assert clock.getDelayedCalls() == [], "no write, no summary left to do"

@@ -4,9 +4,17 @@ private Prosody and see it available while a resource of the target is
 online.
 """
 
+import os
+import re
+import sqlite3
+import stat
 import time
 
+import pytest
+
+from client_proxy.contacts import DomainRate
 from tests.conftest import COMPONENT, online, user
+from tests.support.hostile import HostileComponent
 from tests.support.proxy import run_twistd
 from tests.support.xmpp import Client, Responder, bare, tag
 
@@ -137,8 +145,7 @@ def test_subscribers_survive_a_restart(prosody, target, clients, proxy, tmp_path
     second.wait_for_log("Asking %s for a presence subscription" % target)
     again = clients(user(target), "b", Responder)
     online(second, again.jid)
-    sees(fan, True)
-    assert "subscribed to the component" not in second.log()
+    sees(fan, True)  # the fan did not ask again: the file had it
 
 
 def test_without_a_state_file_the_subscription_is_cancelled(prosody, target, clients, proxy):
@@ -195,3 +202,83 @@ def test_bad_state_file(tmp_path):
     assert code != 0
     assert "--state-file" in output and "does not exist" in output
     assert "Traceback" not in output
+
+
+# A hostile domain
+
+
+@pytest.fixture
+def evil(prosody):
+    """
+    The hostile domain of the test server, connected.
+    """
+    with HostileComponent.of(prosody) as component:
+        yield component
+
+
+def test_a_subscribe_flood_from_a_hostile_domain(prosody, target, clients, proxy, evil, tmp_path):
+    """
+    A domain that forges senders at will floods subscribes and probes. Past
+    its burst, its subscribes are refused at DomainRate's pace; every one
+    gets exactly one answer; the subscribers stored are those approved; the
+    flood writes no line of its own in the log, only a summary when the
+    proxy stops; and a user of another domain still subscribes.
+    """
+    flood = 2000
+    state = tmp_path / "subscribers.db"
+    p = proxy(target, "--state-file", str(state))
+    p.wait_for_log("Asking %s for a presence subscription" % target)
+    lines_before = len(p.log().splitlines())
+
+    started = time.monotonic()
+    evil.send_all(
+        "<presence type='subscribe' from='%s' to='%s'/>"
+        "<presence type='probe' from='%s' to='%s'/>"
+        % (evil.jid("u%d" % i, "forged%d" % i), COMPONENT, evil.jid("p%d" % i), COMPONENT)
+        for i in range(flood)
+    )
+    # The barrier: every subscribe and every probe is answered, once.
+    answers = evil.wait_for(
+        lambda el: tag(el) == "presence" and el.get("type") in ("subscribed", "unsubscribed"),
+        count=2 * flood,
+        timeout=60,
+    )
+    elapsed = time.monotonic() - started
+    by_user: dict[str, list[str]] = {}
+    for el in answers:
+        assert el.get("from") == COMPONENT
+        by_user.setdefault(el.get("to"), []).append(el.get("type"))
+    assert len(by_user) == 2 * flood, "one answer each"
+    approved = {u for u, types in by_user.items() if types == ["subscribed"]}
+    refused = {u for u, types in by_user.items() if u.startswith("u") and types == ["unsubscribed"]}
+    assert len(approved) + len(refused) == flood
+    assert all(by_user[evil.jid("p%d" % i)] == ["unsubscribed"] for i in range(flood))
+    assert DomainRate.burst <= len(approved) <= DomainRate.burst + DomainRate.rate * elapsed + 1
+
+    fan = clients(fan_of(target), "phone")
+    subscribe(fan)  # another domain is not held back
+
+    during = p.log().splitlines()[lines_before:]
+    assert [line for line in during if evil.domain in line] == []
+    assert len(during) < 10
+
+    p.stop()  # gracefully: the summary is written as it stops
+    after = p.log().splitlines()[lines_before:]
+    assert len(after) < 25, "\n".join(after)
+    summaries = [line for line in after if evil.domain in line]
+    assert len(summaries) == 3, "\n".join(after)
+    assert [line for line in summaries if "in the last 60 s" not in line] == []
+
+    def counted(action: str, noun: str, reason: str) -> int:
+        pattern = r" %s ([\d,]+) %s from .*: %s$" % (action, noun, re.escape(reason))
+        [count] = [m.group(1) for line in summaries if (m := re.search(pattern, line))]
+        return int(count.replace(",", ""))
+
+    assert counted("refused", "subscriptions", "per-domain rate limit") == len(refused)
+    assert counted("accepted", "subscriptions", "new subscribers") == len(approved)
+    assert counted("refused", "probes", "not a subscriber") == flood
+
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
+    with sqlite3.connect(state) as db:
+        stored = {jid for (jid,) in db.execute("SELECT jid FROM subscribers")}
+    assert stored == approved | {bare(fan.jid)}

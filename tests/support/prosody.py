@@ -83,6 +83,10 @@ class Prosody:
 
     @param components: component host -> secret; by default one component,
         C{proxy.example.org}, with a random secret.
+    @ivar hostile: the host and secret of one more component, always
+        declared, C{evil.example.org}: a hostile domain whose users the
+        tests invent at will (L{tests.support.hostile}). It is not in
+        L{components}, which are for proxies.
     """
 
     domain = "example.org"
@@ -91,6 +95,7 @@ class Prosody:
         if components is None:
             components = {"proxy." + self.domain: secrets.token_hex(16)}
         self.components = components
+        self.hostile = ("evil." + self.domain, secrets.token_hex(16))
         self.c2s_port = free_port()
         self.component_port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="prosody-"))
@@ -106,7 +111,7 @@ class Prosody:
         """
         components = "".join(
             "\nComponent %s\n    component_secret = %s\n" % (lua_string(host), lua_string(secret))
-            for host, secret in self.components.items()
+            for host, secret in [*self.components.items(), self.hostile]
         )
         self.config_file.write_text(
             CONFIG.format(
