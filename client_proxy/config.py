@@ -37,7 +37,7 @@ from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 from twisted.words.protocols.jabber.jid import InvalidFormat, JID
 
-from client_proxy.contacts import IN_MEMORY
+from client_proxy.store import IN_MEMORY
 from client_proxy.dispatch import STRATEGIES
 
 DEFAULT_ENDPOINT = "tcp:host=127.0.0.1:port=5347"

@@ -33,11 +33,6 @@ from client_proxy.presence import IResourceObserver, Resources
 from client_proxy.quiet import Tally
 from client_proxy.store import ISubscriberStore
 
-# config.checkStateFile imports these names from here, until the settings
-# rewrite takes what it needs from client_proxy.store.
-from client_proxy.store import IN_MEMORY, StateFileError  # noqa: F401
-from client_proxy.store import SQLiteSubscriberStore as Subscribers  # noqa: F401
-
 
 class DomainRate:
     """

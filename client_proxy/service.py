@@ -268,14 +268,11 @@ def makeService(
         resources,
         openStore(config.stateFile, config.jid, reactor),
         reactor,
-        access=AccessPolicy(
-            config.target, getattr(config, "allow", ()), getattr(config, "deny", ())
-        ),
+        access=routing.access,
         limits=SubscriberLimits(
-            reactor,
-            getattr(config, "maxSubscribers", 100_000),
-            getattr(config, "maxSubscribersPerDomain", 10_000),
+            reactor, config.maxSubscribers, config.maxSubscribersPerDomain
         ),
+        tally=routing.tally,
     )
     contacts.setHandlerParent(manager)
 

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from client_proxy import config
-from client_proxy.contacts import StateFileError
+from client_proxy.store import StateFileError
 from client_proxy.service import makeProxiesService
 
 log = Logger()
