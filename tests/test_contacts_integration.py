@@ -282,3 +282,34 @@ def test_a_subscribe_flood_from_a_hostile_domain(prosody, target, clients, proxy
     with sqlite3.connect(state) as db:
         stored = {jid for (jid,) in db.execute("SELECT jid FROM subscribers")}
     assert stored == approved | {bare(fan.jid)}
+
+
+def test_subscribers_are_capped_per_domain_and_denied_domains_refused(
+    prosody, target, clients, proxy, evil, tmp_path
+):
+    """
+    Past --max-subscribers-per-domain a subscribe is answered
+    ``unsubscribed`` and nothing is stored; a denied domain's are refused.
+    """
+    state = tmp_path / "subscribers.db"
+    p = proxy(target, "--state-file", str(state), "--max-subscribers-per-domain", "20")
+    p.wait_for_log("Asking %s for a presence subscription" % target)
+    evil.send_all(
+        "<presence type='subscribe' from='%s' to='%s'/>" % (evil.jid("c%d" % i), COMPONENT)
+        for i in range(50)
+    )
+    answers = evil.wait_for(
+        lambda el: tag(el) == "presence" and el.get("type") in ("subscribed", "unsubscribed"),
+        count=50,
+    )
+    assert sorted(el.get("type") for el in answers) == ["subscribed"] * 20 + ["unsubscribed"] * 30
+    p.stop()
+    with sqlite3.connect(state) as db:
+        stored = {jid for (jid,) in db.execute("SELECT jid FROM subscribers")}
+    assert stored == {el.get("to") for el in answers if el.get("type") == "subscribed"}
+
+    denied = proxy(target, "--deny", evil.domain)
+    denied.wait_for_log("Asking %s for a presence subscription" % target)
+    evil.send("<presence type='subscribe' from='%s' to='%s'/>" % (evil.jid("late"), COMPONENT))
+    [answer] = evil.wait_for(lambda el: el.get("to") == evil.jid("late"))
+    assert answer.get("type") == "unsubscribed"
