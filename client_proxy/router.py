@@ -9,7 +9,15 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from client_proxy import jat
-from client_proxy.fastpath import compact, errorCondition, errorIQBytes, escape, iqBytes, isBounce
+from client_proxy.fastpath import (
+    compact,
+    errorCondition,
+    errorIQBytes,
+    escape,
+    iqBytes,
+    isBounce,
+    routeIQs,
+)
 from client_proxy.inflight import Refused, Request, RequestTable
 from client_proxy.metrics import IMetrics, NoMetrics
 from client_proxy.presence import IResourceObserver
@@ -32,9 +40,12 @@ class IQRouter(RoutingHandler):
     """
     Forwards IQ requests to a resource of the target and answers back.
 
-    It works on the fast path of L{client_proxy.fastpath.FastXmlStream}:
-    each IQ comes as its outer tag's attributes and its payload as bytes,
-    and leaves the same way, with only its addresses changed.
+    On the fast path of L{client_proxy.fastpath.FastXmlStream} each IQ
+    comes as its outer tag's attributes and its payload as bytes, and
+    leaves the same way, with only its addresses changed. On any other XML
+    stream (a Wokkel L{StreamManager}'s, say, beside handlers of the
+    component's own) it gets the IQ elements the other handlers left, and
+    behaves the same (L{client_proxy.fastpath.routeIQs}).
 
     A request (RFC 6120, 8.2.3: an IQ of type get or set) from anyone but
     the target, to the component's JID, bare or full, goes to one online
@@ -91,7 +102,7 @@ class IQRouter(RoutingHandler):
 
     def connectionInitialized(self) -> None:
         super().connectionInitialized()
-        self.xmlstream.setIQHandler(self.iqReceived)
+        routeIQs(self.xmlstream, self.iqReceived)
         self._sendOwed()
 
     def instanceStreamInitialized(self, xs) -> None:
@@ -99,7 +110,7 @@ class IQRouter(RoutingHandler):
         The instance's own connection is up: IQs to its host come this way.
         """
         self.streams.connected(self.instance, xs)
-        xs.setIQHandler(self.iqReceived)
+        routeIQs(xs, self.iqReceived)
 
     def instanceStreamLost(self) -> None:
         """

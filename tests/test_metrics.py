@@ -140,8 +140,7 @@ def test_the_router_reports_to_prometheus():
     router = IQRouter(
         Routing(COMPONENT, TARGET, resources, FirstStrategy()), table, clock, metrics=metrics
     )
-    router.makeConnection(stub.xmlstream)
-    router.connectionInitialized()
+    stub.connect(router)
 
     stub.receive(iq("get", USER, COMPONENT))
     resources.available(R1)
