@@ -18,7 +18,14 @@ from client_proxy.fastpath import (
     isBounce,
     routeIQs,
 )
-from client_proxy.inflight import Refused, Request, RequestTable
+from client_proxy.inflight import (
+    ForwardedGet,
+    ForwardedSet,
+    OutboundRequest,
+    Refused,
+    Request,
+    RequestTable,
+)
 from client_proxy.metrics import IMetrics, NoMetrics
 from client_proxy.presence import IResourceObserver
 from client_proxy.routing import Routing, RoutingHandler, StanzaTooLarge
@@ -220,15 +227,16 @@ class IQRouter(RoutingHandler):
             )
             return
         resource = self.strategy.choose(online, requester)
+        addresses = dict(
+            requester=requester, stanzaID=stanzaID, to=addressedTo, resource=resource
+        )
+        request = (
+            ForwardedGet(stanza=stanza, **addresses)
+            if iq["type"] == "get"
+            else ForwardedSet(**addresses)
+        )
         try:
-            request = self.table.add(
-                requester=requester,
-                stanzaID=stanzaID,
-                to=addressedTo,
-                resource=resource,
-                now=self.clock.seconds(),
-                stanza=stanza if iq["type"] == "get" else None,
-            )
+            self.table.add(request, self.clock.seconds())
         except Refused as e:
             self._refused(requester, e.reason)
             self._sendError(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text)
@@ -323,7 +331,11 @@ class IQRouter(RoutingHandler):
 
         @return: whether the request went elsewhere.
         """
-        if request.stanza is None or request.triedElsewhere or not isBounce(inner):
+        if (
+            not isinstance(request, ForwardedGet)
+            or request.triedElsewhere
+            or not isBounce(inner)
+        ):
             return False
         others = tuple(r for r in self.resources.online() if r != request.resource)
         if not others:
@@ -332,7 +344,9 @@ class IQRouter(RoutingHandler):
         self._sendElsewhere(request, others, "bounced")
         return True
 
-    def _sendElsewhere(self, request: Request, candidates: tuple[str, ...], why: str) -> None:
+    def _sendElsewhere(
+        self, request: ForwardedGet, candidates: tuple[str, ...], why: str
+    ) -> None:
         """
         Send the get C{request} again, to one of C{candidates}.
         """
@@ -397,12 +411,14 @@ class IQRouter(RoutingHandler):
         alias = ALIAS_PREFIX + str(next(self._aliases))
         try:
             request = self.table.add(
-                requester=sender,
-                stanzaID=stanzaID,
-                to=addressedTo,
-                resource=remote,
-                now=self.clock.seconds(),
-                alias=alias,
+                OutboundRequest(
+                    requester=sender,
+                    stanzaID=stanzaID,
+                    to=addressedTo,
+                    resource=remote,
+                    alias=alias,
+                ),
+                self.clock.seconds(),
             )
         except Refused as e:
             self.refuse(iq, e.condition, e.errorType, e.text, e.reason)
@@ -448,9 +464,9 @@ class IQRouter(RoutingHandler):
             )
         for request in held:
             online = self.resources.online()
-            if request.stanza is not None and online:
+            if isinstance(request, ForwardedGet) and online:
                 self._sendElsewhere(request, online, "went offline")
-            elif request.stanza is not None:
+            elif isinstance(request, ForwardedGet):
                 self.table.remove(request)
                 self.answerWithError(
                     request, "service-unavailable", "cancel", "no resource is online"
