@@ -293,6 +293,7 @@ class StanzaSplitter:
         The stream offset just past the start tag that begins at C{start}.
         """
         match = _TAG.match(self._buffer, start - self._base)
+        assert match is not None, "expat reported a start tag here"
         return match.end() + self._base
 
     def _forwardUpTo(self, offset: int) -> None:
@@ -323,6 +324,7 @@ class StanzaSplitter:
         if self._depth == 0:
             self._forwardUpTo(self._base + len(self._buffer))
         elif self._depth == 1:
+            assert self._stanza is not None, "expat reported its start"
             name, attributes, start, tagEnd = self._stanza
             self._stanza = None
             if self._buffer[tagEnd - self._base - 2] == 0x2F:  # "/>": empty
@@ -405,7 +407,8 @@ def _handOver(element: domish.Element, handler: IQHandler) -> None:
     it C{handled} if it takes it.
     """
     if not getattr(element, "handled", False) and handler(*elementAsIQ(element)):
-        element.handled = True
+        # The mark Twisted's and Wokkel's IQ handlers set and read.
+        setattr(element, "handled", True)
 
 
 class FastXmlStream(xmlstream.XmlStream):
@@ -439,7 +442,8 @@ class FastXmlStream(xmlstream.XmlStream):
             self._splitter.feed(data)
         except domish.ParserError:
             self.dispatch(failure.Failure(), xmlstream.STREAM_ERROR_EVENT)
-            self.transport.loseConnection()
+            if self.transport is not None:
+                self.transport.loseConnection()
 
     def _parse(self, data: bytes) -> None:
         self.stream.parse(data)

@@ -4,7 +4,7 @@ JAT routing of IQs between requesters and the target's resources.
 
 import itertools
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -100,7 +100,7 @@ class IQRouter(RoutingHandler):
         self.metrics = metrics or NoMetrics()
         self.table = table
         self.clock = clock
-        self._expiry = None
+        self._expiry: IDelayedCall | None = None
         self._aliases = itertools.count()
         #: Errors for requests that expired while no connection could carry
         #: them: (request, condition, type, text), sent on the next one.
@@ -301,7 +301,7 @@ class IQRouter(RoutingHandler):
         requester = jat.decode(self.instance, iq.get("to", ""))
         request = None
         if requester is not None:
-            request = self.table.answered(requester, iq.get("id"), sender)
+            request = self.table.answered(requester, iq.get("id", ""), sender)
         if request is None:
             self._dropUnsolicited(iq)
             return
@@ -362,7 +362,7 @@ class IQRouter(RoutingHandler):
         """
         Send the answer to C{request} to its requester.
         """
-        type = iq.get("type")
+        type = iq.get("type", "")
         self.metrics.answerTime(
             self.clock.seconds() - (request.deadline - self.table.timeout)
         )
@@ -523,7 +523,7 @@ class IQRouter(RoutingHandler):
         condition: str,
         errorType: str,
         text: str | None,
-    ) -> None:
+    ) -> bool:
         """
         Send a requester the component's own error answer, and count it.
 
