@@ -133,3 +133,20 @@ def test_a_message_too_large_to_send_on(setup):
     [answer] = stub.output
     assert (answer["type"], answer["to"], answer["from"]) == ("error", USER, COMPONENT)
     assert "policy-violation" in answer.toXml() and "xxx" not in answer.toXml()
+
+
+def test_a_message_a_handler_of_the_components_own_took_is_left_alone(setup):
+    """Beside other handlers, the router takes what they leave."""
+    stub, resources = setup
+    resources.available(TARGET + "/a")
+
+    def own(message):
+        if message.body is not None and str(message.body) == "mine":
+            message.handled = True
+
+    stub.xmlstream.addObserver("/message", own)
+    stub.send(message(USER, COMPONENT, "chat"))
+    mine = message(USER, COMPONENT, "chat")
+    mine.body.children = ["mine"]
+    stub.send(mine)
+    assert [str(m.body) for m in stub.output] == ["hi"]
