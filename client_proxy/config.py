@@ -39,6 +39,7 @@ from twisted.words.protocols.jabber.jid import InvalidFormat, JID
 
 from client_proxy.store import IN_MEMORY
 from client_proxy.dispatch import STRATEGIES
+from client_proxy.logs import LOG_FORMATS
 
 DEFAULT_ENDPOINT = "tcp:host=127.0.0.1:port=5347"
 
@@ -134,10 +135,13 @@ class ProcessConfig:
     @ivar proxies: one L{ProxyConfig} per proxy, in order.
     @ivar metrics: the server endpoint string where the metrics are
         served, or C{None} for none.
+    @ivar logFormat: how log lines are written: C{text} or C{json} (see
+        L{client_proxy.logs}).
     """
 
     proxies: tuple[ProxyConfig, ...]
     metrics: str | None = None
+    logFormat: str = "text"
 
 
 # Checks: each takes the value given (a string from the command line or the
@@ -324,6 +328,12 @@ def checkStateFile(value: str, name: str = "the state file") -> str | None:
     if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
         raise _invalid(name, "%r cannot be read and written: permission denied" % (value,))
     return path
+
+
+def logFormat(value: str, name: str = "the log format") -> str:
+    if value not in LOG_FORMATS:
+        raise _invalid(name, "%r is unknown; choose %s" % (value, " or ".join(LOG_FORMATS)))
+    return value
 
 
 def _nonEmpty(value: str, name: str) -> str:
@@ -569,6 +579,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Serve Prometheus metrics of every proxy over HTTP at /metrics on "
         "this Twisted server endpoint, such as tcp:9100:interface=127.0.0.1.",
         defaultText="none",
+    ),
+    Setting(
+        "logFormat", PROCESS, logFormat, "the log format",
+        "How log lines are written: text, twistd's lines, or json, one JSON "
+        "object a line with the fields time, level, proxy, event, reason, "
+        "text and source, for a log collector (where twistd writes its log: "
+        "the --logfile, else standard output; proxy.tac: standard output).",
+        default="text",
     ),
 )
 

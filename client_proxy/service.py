@@ -1,6 +1,7 @@
 """
-Assembling a proxy: handlers on a stream manager, connected by a
-L{ClientService}.
+Assembling the proxies: each one's handlers on stream managers, carried
+by its component connections (L{ProxyService}); every proxy of a process,
+the metrics, reloading on SIGHUP and telling systemd (L{ProcessService}).
 
 L{makeService} is the one call that code already running a Twisted
 application needs::
@@ -13,318 +14,328 @@ application needs::
     makeService(config).setServiceParent(application)
 """
 
+import signal
+from collections.abc import Callable
+from dataclasses import fields, replace
+from typing import Any
+
 from prometheus_client import CollectorRegistry
 from twisted.application import strports
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredLock, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger, globalLogPublisher
-from twisted.words.protocols.jabber import component, xmlstream
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
+from twisted.words.protocols.jabber import component
 from twisted.words.protocols.jabber.jid import JID
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from wokkel.subprotocols import StreamManager, XMPPHandler
 
-from client_proxy import jat
+from client_proxy import jat, systemd
 from client_proxy.access import AccessPolicy
-from client_proxy.config import ProxyConfig
-from client_proxy.contacts import ComponentPresenceHandler, SubscriberLimits, UnavailableOnStop
+from client_proxy.config import SETTINGS_BY_NAME, ConfigError, ProcessConfig, ProxyConfig
+from client_proxy.connection import ComponentConnection, ConnectionState, describeEndpoint, tlsHost
+from client_proxy.contacts import ComponentPresenceHandler, SubscriberLimits
 from client_proxy.dispatch import STRATEGIES
 from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
-from client_proxy.keepalive import KeepAlive
+from client_proxy.keepalive import KeepAlive, StandbyWatch
 from client_proxy.messages import MessageRouter
 from client_proxy.metrics import MetricsResource, NoMetrics, PrometheusMetrics
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
 from client_proxy.routing import Routing
-from client_proxy.store import openStore
+from client_proxy.store import StateFileError, openStore
+
+#: The settings of a proxy that its running service cannot take in place:
+#: a change restarts the proxy (see L{ProcessService.reload}).
+RESTART_SETTINGS = frozenset(
+    ["jid", "secret", "target", "endpoint", "instanceJid", "instanceEndpoint", "stateFile"]
+)
 
 
-class ConnectionMonitor:
+def changedSettings(old: ProxyConfig, new: ProxyConfig) -> list[str]:
     """
-    Logs the life of the component connection and sets the pace of
-    reconnection.
+    The names of the settings whose values differ, in the order of
+    L{ProxyConfig}'s fields.
+    """
+    return [f.name for f in fields(ProxyConfig) if getattr(old, f.name) != getattr(new, f.name)]
 
-    L{ClientService} backs off only while connection attempts fail; a
-    connection the server accepts and then closes, as it does after a wrong
-    secret (XEP-0114: a C{not-authorized} stream error), would be retried at
-    once for ever. So the delay grows with the number of connections in a
-    row that did not authenticate, too.
 
-    A server that allows one connection per component host (Prosody) ends
-    the stream of a second one with C{conflict}: that instance is then on
-    standby, ready to take over when the active one goes. It tries again at
-    a short fixed interval, not the growing backoff meant for a dead
-    server, and says so once rather than at every try.
+def settingKeys(names: list[str]) -> str:
+    """
+    Settings by their keys in a file (C{max_in_flight}), for the log.
+    """
+    return ", ".join(SETTINGS_BY_NAME[name].key for name in names)
 
-    Standby lasts as long as each connection ends in C{conflict}: any other
-    end (a refused secret, a stream error, a server that does not answer)
-    brings back the growing backoff and the log lines.
 
-    @ivar standby: whether the last connection ended in C{conflict}.
+class ProxyService(Service):
+    """
+    One proxy: its handlers, on the stream manager of its component
+    connection (and of its instance's own connection, if it has an
+    instance JID), started and stopped in a fixed order.
+
+    It is named by its JID.
+
+    @ivar config: the settings it runs with.
+    @ivar connection: the component connection for the proxy's JID.
+    @ivar instanceConnection: the connection for the instance JID, or
+        C{None}.
     """
 
     log = Logger()
 
-    def __init__(self, jid: str, endpoint: str, standbyInterval: float = 2.0) -> None:
-        self.jid = jid
-        self.endpoint = endpoint
-        self.standbyInterval = standbyInterval
-        self.standby = False
-        self.unauthenticatedInARow = 0
-        self._authenticated = False
-        self._conflict = False  # whether this connection ended in conflict
-        self._backoff = backoffPolicy(initialDelay=1.0, maxDelay=60.0)
-
-    def observe(self, factory: xmlstream.XmlStreamFactory) -> None:
-        factory.addBootstrap(xmlstream.STREAM_CONNECTED_EVENT, self.connected)
-        factory.addBootstrap(xmlstream.STREAM_AUTHD_EVENT, self.authenticated)
-        factory.addBootstrap(xmlstream.STREAM_ERROR_EVENT, self.streamErrorReceived)
-        factory.addBootstrap(xmlstream.STREAM_END_EVENT, self.disconnected)
-
-    def isAuthenticated(self) -> bool:
-        """
-        Whether the component connection is up and authenticated (for the
-        C{client_proxy_connected} gauge).
-        """
-        return self._authenticated
-
-    def retryDelay(self, failedAttempts: int) -> float:
-        """
-        The retry policy for L{ClientService}.
-        """
-        # The first retry after a connection is attempt 1 (ClientService
-        # counts the attempts that failed since the last connection): a
-        # later one means the server could not be reached at all.
-        if self.standby and failedAttempts <= 1:
-            return self.standbyInterval
-        self.standby = False
-        return self._backoff(max(failedAttempts, self.unauthenticatedInARow))
-
-    def quietOnStandby(self, event: dict) -> None:
-        """
-        A log observer for L{ClientService}'s own messages ("Scheduling
-        retry ...") that keeps them out of the log while on standby.
-        """
-        if not self.standby:
-            globalLogPublisher(event)
-
-    def connected(self, xs) -> None:
-        self._authenticated = False
-        self._conflict = False
-        if self.standby:
-            return
-        self.log.info(
-            "Connected to {endpoint}; authenticating as {jid}",
-            endpoint=self.endpoint,
-            jid=self.jid,
+    def __init__(
+        self,
+        config: ProxyConfig,
+        reactor: IReactorTime,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.setName(config.jid)
+        self.reactor = reactor
+        self.resources = resources = Resources()
+        self.keepalives: list[KeepAlive] = []
+        manager, self.connection = self._componentConnection(config.jid, config.endpoint)
+        self.table = table = RequestTable(
+            config.timeout,
+            config.maxInFlightPerRequester,
+            config.maxInFlight,
+            maxPerDomain=config.maxInFlightPerDomain,
+            maxRetainedBytes=config.maxRetainedBytes,
         )
-
-    def authenticated(self, xs) -> None:
-        self._authenticated = True
-        self.unauthenticatedInARow = 0
-        if self.standby:
-            self.standby = False
-            self.log.info("Taking over: {jid} is served here now", jid=self.jid)
-        self.log.info("Authenticated as {jid}", jid=self.jid)
-
-    def streamErrorReceived(self, reason) -> None:
-        """
-        RFC 6120, 4.9: the server ends the stream with an error.
-        """
-        condition = getattr(reason.value, "condition", None)
-        if condition == "not-authorized":
-            self.log.error(
-                "Authentication failed: the server refused the secret for {jid}",
-                jid=self.jid,
-            )
-        elif condition == "conflict":
-            self._conflict = True
-            if not self.standby:
-                self.standby = True
-                self.log.info(
-                    "On standby: another connection serves {jid}; trying to "
-                    "take over every {interval} s",
-                    jid=self.jid,
-                    interval=self.standbyInterval,
-                )
+        self.routing = routing = Routing(
+            config.jid,
+            config.target,
+            resources,
+            STRATEGIES[config.strategy](resources, table),
+            config.instanceJid or "",
+            maxStanzaSize=config.maxStanzaSize,
+            access=AccessPolicy(config.target, config.allow, config.deny),
+            clock=reactor,
+        )
+        self.router = IQRouter(
+            routing,
+            table,
+            reactor,
+            metrics=NoMetrics()
+            if registry is None
+            else PrometheusMetrics(
+                config.jid,
+                registry,
+                inFlight=table.__len__,
+                online=resources.__len__,
+                connected=self.connection.isAuthenticated,
+            ),
+        )
+        self.router.setHandlerParent(manager)
+        self.messages = MessageRouter(routing)
+        self.messages.setHandlerParent(manager)
+        self.contacts = ComponentPresenceHandler(
+            JID(config.jid),
+            JID(config.target),
+            resources,
+            openStore(config.stateFile, config.jid, reactor),
+            reactor,
+            access=routing.access,
+            limits=SubscriberLimits(
+                reactor, config.maxSubscribers, config.maxSubscribersPerDomain
+            ),
+            tally=routing.tally,
+        )
+        self.contacts.setHandlerParent(manager)
+        self.managers = [manager]
+        targetPresence = TargetPresenceHandler(
+            JID(config.instanceJid or config.jid), JID(config.target), resources, reactor
+        )
+        self.instanceConnection: ComponentConnection | None = None
+        if config.instanceJid is None:
+            targetPresence.setHandlerParent(manager)
         else:
-            self.log.error(
-                "The server ended the stream: {error}", error=reason.getErrorMessage()
+            instanceManager, self.instanceConnection = self._componentConnection(
+                config.instanceJid, config.instanceEndpoint or config.endpoint
             )
+            self.managers.append(instanceManager)
+            # First the resources, forgotten when the connection goes; then
+            # the link, which tells the routers and the subscribers.
+            targetPresence.setHandlerParent(instanceManager)
+            InstanceLink(self.router, self.messages, self.contacts).setHandlerParent(
+                instanceManager
+            )
+            # On standby (Prosody), the instance's connection watches the
+            # one that serves the proxy's JID.
+            watch = StandbyWatch(
+                JID(config.instanceJid), JID(config.jid), config.standbyInterval, reactor
+            )
+            watch.setHandlerParent(instanceManager)
+            self.connection.standbyWatch = watch
 
-    def disconnected(self, reason) -> None:
-        if not self._authenticated:
-            self.unauthenticatedInARow += 1
-        self._authenticated = False
-        if not self._conflict:
-            self.standby = False
-        if self.standby:
-            return
-        self.log.info(
-            "Disconnected from {endpoint}: {reason}",
-            endpoint=self.endpoint,
-            reason=reason.getErrorMessage(),
+    def _componentConnection(
+        self, jid: str, endpoint: str
+    ) -> tuple[StreamManager, ComponentConnection]:
+        """
+        A component connection for C{jid}, and its stream manager, with a
+        keepalive.
+        """
+        config = self.config
+        factory = component.componentFactory(jid, config.secret)
+        factory.protocol = FastXmlStream
+        factory.noisy = False  # the connection logs each event, more clearly
+        manager = StreamManager(factory, reactor=self.reactor)
+        keepalive = KeepAlive(
+            JID(jid), JID(jat.domain(config.target)), config.keepalive, self.reactor
+        )
+        keepalive.setHandlerParent(manager)
+        self.keepalives.append(keepalive)
+        connection = ComponentConnection(
+            factory,
+            endpoints.clientFromString(self.reactor, endpoint),
+            self.reactor,
+            jid,
+            describeEndpoint(endpoint),
+            proxy=config.jid,
+            standbyInterval=config.standbyInterval,
+            tlsHost=tlsHost(endpoint),
+        )
+        return manager, connection
+
+    def connections(self) -> list[ComponentConnection]:
+        """
+        The proxy's component connections: the instance's own first.
+        """
+        return [c for c in (self.instanceConnection, self.connection) if c is not None]
+
+    def isUp(self) -> bool:
+        """
+        Whether every connection is authenticated, or, for the proxy's JID,
+        on standby while another instance serves it.
+        """
+        return all(
+            c.state is ConnectionState.AUTHENTICATED
+            or (c is self.connection and c.state is ConnectionState.STANDBY)
+            for c in self.connections()
         )
 
+    def startService(self) -> None:
+        """
+        Connect: the instance's own connection first, from which a standby
+        watches the other instance.
+        """
+        super().startService()
+        for connection in self.connections():
+            connection.startService()
 
-class ProxyConnection(ClientService):
-    """
-    The component connection, whose own log lines the monitor may hush.
-    """
+    def stopService(self) -> Deferred:
+        """
+        Stop gracefully, in this order:
 
-    def __init__(self, monitor: ConnectionMonitor, *args, **kwargs) -> None:
-        self._log = Logger(observer=monitor.quietOnStandby)
-        super().__init__(*args, **kwargs)
-
-
-class GracefulStop(Service):
-    """
-    Answers every request in flight before the connection closes.
-
-    It is started after the connection and so stopped before it
-    (L{MultiService} stops its children in reverse order): the errors and the
-    stream's closing tag are written before the transport is closed.
-    """
-
-    def __init__(self, router: IQRouter, manager: StreamManager) -> None:
-        self.router = router
-        self.manager = manager
-
-    def stopService(self) -> None:
+          1. every request in flight is answered with C{recipient-unavailable}
+             (RFC 6120, 8.2.3: every request gets an answer);
+          2. the subscribers are told that the component is unavailable (RFC
+             6121, 4.5.2), what was counted is logged, and the subscribers
+             are written;
+          3. each stream is closed by its closing tag (RFC 6120, 4.4), after
+             the stanzas above;
+          4. the connections close. The L{Deferred} fires once they have,
+             and the state file is let go of.
+        """
         super().stopService()
         answered = self.router.answerAllWithError(
             "recipient-unavailable", "wait", "the proxy is shutting down"
         )
         if answered:
-            Logger().info(
-                "Stopping: answered {count} requests in flight with an error",
+            self.log.info(
+                "Stopping {proxy}: answered {count} requests in flight with an error",
+                proxy=self.name,
                 count=answered,
+                event="stopping",
             )
         self.router.tally.flush()
-        if self.manager.xmlstream is not None:
-            self.manager.xmlstream.sendFooter()
+        self.contacts.stopping()
+        for manager in self.managers:
+            if manager.xmlstream is not None:
+                manager.xmlstream.sendFooter()
+        closed = gatherResults([c.stopService() for c in self.connections()])
+        closed.addCallback(lambda _: self.contacts.subscribers.close())
+        return closed
+
+    def reconfigure(self, config: ProxyConfig) -> list[str]:
+        """
+        Take the settings of C{config} in place, keeping the connections
+        and the requests in flight: the limits and the timeout apply to the
+        requests that come from now on (those in flight keep their
+        deadlines), the strategy starts afresh.
+
+        @return: the names of the settings that changed.
+        @raise ValueError: a setting in L{RESTART_SETTINGS} changed.
+        """
+        changed = changedSettings(self.config, config)
+        if RESTART_SETTINGS.intersection(changed):
+            raise ValueError("cannot change in place: " + settingKeys(changed))
+        table = self.table
+        table.timeout = config.timeout
+        table.maxPerRequester = config.maxInFlightPerRequester
+        table.maxPerDomain = config.maxInFlightPerDomain
+        table.maxTotal = config.maxInFlight
+        table.maxRetainedBytes = config.maxRetainedBytes
+        self.routing.streams.maxStanzaSize = config.maxStanzaSize
+        self.contacts.limits.maxSubscribers = config.maxSubscribers
+        self.contacts.limits.maxPerDomain = config.maxSubscribersPerDomain
+        if "keepalive" in changed:
+            for keepalive in self.keepalives:
+                keepalive.setInterval(config.keepalive)
+        if "standbyInterval" in changed:
+            for connection in self.connections():
+                connection.standbyInterval = config.standbyInterval
+            if self.connection.standbyWatch is not None:
+                self.connection.standbyWatch.setInterval(config.standbyInterval)
+        if "strategy" in changed:
+            self._share("strategy", STRATEGIES[config.strategy](self.resources, self.table))
+        if "allow" in changed or "deny" in changed:
+            access = AccessPolicy(config.target, config.allow, config.deny)
+            self._share("access", access)
+            self.contacts.access = access
+        self.config = config
+        return changed
+
+    def _share(self, name: str, value: object) -> None:
+        """
+        Give the routing and the routers a new C{name} (each holds its
+        own reference).
+        """
+        for holder in (self.routing, self.router, self.messages):
+            setattr(holder, name, value)
 
 
 def makeService(
     config: ProxyConfig,
     reactor: IReactorTime | None = None,
     registry: CollectorRegistry | None = None,
-) -> MultiService:
+) -> ProxyService:
     """
     Build the service of one proxy, ready to be started or attached to an
     application.
 
     @param registry: where the proxy's metrics go, labelled by its JID
         (see L{makeMetricsService}); C{None} for none.
+    @raise StateFileError: its state file is no database.
+    """
+    return ProxyService(config, _reactor(reactor), registry)
+
+
+def _reactor(reactor: IReactorTime | None) -> Any:
+    """
+    C{reactor}, or the global reactor: imported only when needed, so that
+    building a service does not install the default one.
     """
     if reactor is None:
-        from twisted.internet import reactor
+        from twisted.internet import reactor as installed
 
-    resources = Resources()
-    manager, monitor, connection = _componentConnection(
-        config, config.jid, config.endpoint, reactor
-    )
-    table = RequestTable(
-        config.timeout,
-        config.maxInFlightPerRequester,
-        config.maxInFlight,
-        maxPerDomain=config.maxInFlightPerDomain,
-        maxRetainedBytes=config.maxRetainedBytes,
-    )
-    routing = Routing(
-        config.jid,
-        config.target,
-        resources,
-        STRATEGIES[config.strategy](resources, table),
-        config.instanceJid or "",
-        maxStanzaSize=config.maxStanzaSize,
-        access=AccessPolicy(config.target, config.allow, config.deny),
-        clock=reactor,
-    )
-    router = IQRouter(
-        routing,
-        table,
-        reactor,
-        metrics=NoMetrics()
-        if registry is None
-        else PrometheusMetrics(
-            config.jid,
-            registry,
-            inFlight=table.__len__,
-            online=resources.__len__,
-            connected=monitor.isAuthenticated,
-        ),
-    )
-    router.setHandlerParent(manager)
-    messages = MessageRouter(routing)
-    messages.setHandlerParent(manager)
-    contacts = ComponentPresenceHandler(
-        JID(config.jid),
-        JID(config.target),
-        resources,
-        openStore(config.stateFile, config.jid, reactor),
-        reactor,
-        access=routing.access,
-        limits=SubscriberLimits(
-            reactor, config.maxSubscribers, config.maxSubscribersPerDomain
-        ),
-        tally=routing.tally,
-    )
-    contacts.setHandlerParent(manager)
-
-    proxy = MultiService()
-    proxy.setName(config.jid)
-    connection.setServiceParent(proxy)
-    targetPresence = TargetPresenceHandler(
-        JID(config.instanceJid or config.jid), JID(config.target), resources, reactor
-    )
-    if config.instanceJid is None:
-        targetPresence.setHandlerParent(manager)
-    else:
-        instanceManager, _, instanceConnection = _componentConnection(
-            config,
-            config.instanceJid,
-            config.instanceEndpoint or config.endpoint,
-            reactor,
-        )
-        # First the resources, forgotten when the connection goes; then the
-        # link, which tells the routers and the subscribers.
-        targetPresence.setHandlerParent(instanceManager)
-        InstanceLink(router, messages, contacts).setHandlerParent(instanceManager)
-        instanceConnection.setServiceParent(proxy)
-    GracefulStop(router, manager).setServiceParent(proxy)
-    UnavailableOnStop(contacts).setServiceParent(proxy)
-    return proxy
-
-
-def _componentConnection(
-    config: ProxyConfig, jid: str, endpoint: str, reactor: IReactorTime
-) -> tuple[StreamManager, ConnectionMonitor, ClientService]:
-    """
-    A component connection for C{jid}: its stream manager, with a
-    keepalive, its monitor, and the service that connects it.
-    """
-    factory = component.componentFactory(jid, config.secret)
-    factory.protocol = FastXmlStream
-    factory.noisy = False  # the monitor logs each connection, more clearly
-    monitor = ConnectionMonitor(jid, endpoint, config.standbyInterval)
-    monitor.observe(factory)
-    manager = StreamManager(factory, reactor=reactor)
-    KeepAlive(
-        JID(jid), JID(jat.domain(config.target)), config.keepalive, reactor
-    ).setHandlerParent(manager)
-    connection = ProxyConnection(
-        monitor,
-        endpoints.clientFromString(reactor, endpoint),
-        factory,
-        retryPolicy=monitor.retryDelay,
-        clock=reactor,
-    )
-    return manager, monitor, connection
+        return installed
+    return reactor
 
 
 class InstanceLink(XMPPHandler):
@@ -362,11 +373,232 @@ class InstanceLink(XMPPHandler):
         self.contacts.announce()
 
 
+class ProcessService(MultiService):
+    """
+    Every proxy of a process, a L{ProxyService} each named by its JID, and
+    the metrics (a child named C{metrics}) if they are served.
+
+    On SIGHUP it reads its configuration again (L{reload}). Under systemd
+    (C{Type=notify}) it says C{READY=1} once every proxy is up
+    (L{ProxyService.isUp}), and keeps C{STATUS=} up to date.
+
+    @ivar configuration: the configuration it runs with.
+    @ivar load: reads the configuration again; C{None} for no reload.
+    @ivar logObserver: the observer twistd logs to, if not its own: set on
+        the application this service is attached to (twistd reads the
+        application's L{ILogObserver} before it starts logging).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        configuration: ProcessConfig,
+        reactor: IReactorTime | None = None,
+        load: Callable[[], ProcessConfig] | None = None,
+        logObserver: ILogObserver | None = None,
+        notify: Callable[[str], object] = systemd.notify,
+    ) -> None:
+        super().__init__()
+        self.configuration = configuration
+        self.reactor = _reactor(reactor)
+        self.load = load
+        self.logObserver = logObserver
+        self.notify = notify
+        self.registry = None if configuration.metrics is None else CollectorRegistry()
+        self._ready = False
+        self._previousHangUp: Any = None
+        self._reloads = DeferredLock()
+        for config in configuration.proxies:
+            self._makeProxy(config).setServiceParent(self)
+        if configuration.metrics is not None and self.registry is not None:
+            served = makeMetricsService(configuration.metrics, self.registry, self.reactor)
+            served.setName("metrics")
+            served.setServiceParent(self)
+
+    def _makeProxy(self, config: ProxyConfig) -> ProxyService:
+        proxy = makeService(config, self.reactor, self.registry)
+        for connection in proxy.connections():
+            connection.stateObservers.append(self.connectionChanged)
+        return proxy
+
+    def proxies(self) -> list[ProxyService]:
+        return [s for s in self if isinstance(s, ProxyService)]
+
+    def setServiceParent(self, parent) -> None:
+        if self.logObserver is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.logObserver)
+        super().setServiceParent(parent)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.load is not None:
+            self._previousHangUp = signal.signal(signal.SIGHUP, self._hangUp)
+
+    def stopService(self) -> Deferred:
+        if self._previousHangUp is not None:
+            signal.signal(signal.SIGHUP, self._previousHangUp)
+            self._previousHangUp = None
+        self.notify("STOPPING=1")
+        return super().stopService()
+
+    # Readiness
+
+    def connectionChanged(self, connection: ComponentConnection) -> None:
+        """
+        A connection changed state: tell systemd, and that the process is
+        ready once every proxy is up.
+        """
+        proxies = self.proxies()
+        up = sum(p.isUp() for p in proxies)
+        status = "STATUS=%d of %d proxies up" % (up, len(proxies))
+        if up == len(proxies) and not self._ready and self.running:
+            self._ready = True
+            status = "READY=1\n" + status
+        self.notify(status)
+
+    # Reload
+
+    def _hangUp(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> Deferred:
+        """
+        SIGHUP: read the configuration again (L{load}) and apply it.
+
+        Proxies added start; proxies removed stop gracefully (their
+        requests in flight answered, see L{ProxyService.stopService});
+        a proxy whose connection settings changed (L{RESTART_SETTINGS})
+        stops gracefully and starts again with them; the others take their
+        new settings in place (L{ProxyService.reconfigure}), keeping their
+        connections and their requests in flight. A configuration that
+        does not check out, or a new state file that cannot be opened,
+        changes nothing: it is logged as an error. The metrics endpoint
+        and the log format take effect at the next start.
+
+        Reloads run one at a time. The L{Deferred} fires once the proxies
+        stopped have closed their connections.
+        """
+        return self._reloads.run(self._reload)
+
+    def _reload(self) -> Deferred:
+        if self.load is None:
+            return succeed(None)
+        self.log.info("Reloading the configuration", event="reload")
+        try:
+            configuration = self.load()
+            current = {p.name: p for p in self.proxies()}
+            wanted = {c.jid: c for c in configuration.proxies}
+            restarts = {
+                jid: changed
+                for jid, config in wanted.items()
+                if jid in current
+                and RESTART_SETTINGS.intersection(
+                    changed := changedSettings(current[jid].config, config)
+                )
+            }
+            built = self._build([wanted[jid] for jid in wanted if jid not in current or jid in restarts])
+        except (ConfigError, StateFileError) as e:
+            self.log.error(
+                "Reload failed; the running configuration stays: {error}",
+                error=str(e),
+                event="reload_failed",
+                reason="bad configuration",
+            )
+            return succeed(None)
+        stopped = []
+        for jid, proxy in current.items():
+            if jid not in wanted:
+                self.log.info(
+                    "Reload: stopping {proxy}, no longer configured; its requests in "
+                    "flight are answered with an error",
+                    proxy=jid,
+                    event="proxy_removed",
+                )
+                stopped.append(maybeDeferred(proxy.disownServiceParent))
+        inPlace = 0
+        for jid, config in wanted.items():
+            if jid not in current:
+                self.log.info("Reload: starting {proxy}", proxy=jid, event="proxy_added")
+                built[jid].setServiceParent(self)
+            elif jid in restarts:
+                self.log.info(
+                    "Reload: restarting {proxy} to apply {settings}; its requests in flight "
+                    "are answered with an error",
+                    proxy=jid,
+                    settings=settingKeys(restarts[jid]),
+                    event="proxy_restarted",
+                )
+                stopped.append(
+                    maybeDeferred(current[jid].disownServiceParent).addCallback(
+                        self._restarted, built[jid]
+                    )
+                )
+            else:
+                changed = current[jid].reconfigure(config)
+                if changed:
+                    inPlace += 1
+                    self.log.info(
+                        "Reload: {proxy} takes {settings} in place",
+                        proxy=jid,
+                        settings=settingKeys(changed),
+                        event="proxy_reconfigured",
+                    )
+        later = [
+            SETTINGS_BY_NAME[name].key
+            for name in ("metrics", "logFormat")
+            if getattr(configuration, name) != getattr(self.configuration, name)
+        ]
+        if later:
+            self.log.warn(
+                "Reload: a change of {settings} takes effect at the next start",
+                settings=", ".join(later),
+                event="reload_partial",
+            )
+        self.configuration = replace(
+            self.configuration, proxies=tuple(configuration.proxies)
+        )
+        self.log.info(
+            "Reloaded: {added} added, {removed} removed, {restarted} restarted, "
+            "{changed} changed in place",
+            added=len(set(wanted) - set(current)),
+            removed=len(set(current) - set(wanted)),
+            restarted=len(restarts),
+            changed=inPlace,
+            event="reloaded",
+        )
+        return gatherResults(stopped)
+
+    def _build(self, configs: list[ProxyConfig]) -> dict[str, ProxyService]:
+        """
+        The services of C{configs}, by JID; if one cannot be made, none.
+
+        @raise StateFileError: a state file is no database.
+        """
+        built: dict[str, ProxyService] = {}
+        try:
+            for config in configs:
+                built[config.jid] = self._makeProxy(config)
+        except StateFileError:
+            for proxy in built.values():
+                proxy.contacts.subscribers.close()
+            raise
+        return built
+
+    def _restarted(self, ignored: object, proxy: ProxyService) -> None:
+        """
+        A proxy restarted by a reload has closed its connections: its new
+        service starts, unless the process stops meanwhile.
+        """
+        if self.running:
+            proxy.setServiceParent(self)
+
+
 def makeProxiesService(
     configs: list[ProxyConfig],
     reactor: IReactorTime | None = None,
     metrics: str | None = None,
-) -> MultiService:
+) -> ProcessService:
     """
     Build one service holding a proxy (L{makeService}) per configuration,
     each with its own component connection, named by its JID.
@@ -375,15 +607,7 @@ def makeProxiesService(
         every proxy are served (L{makeMetricsService}), as a child named
         C{metrics}; C{None} for no metrics.
     """
-    proxies = MultiService()
-    registry = None if metrics is None else CollectorRegistry()
-    for config in configs:
-        makeService(config, reactor, registry).setServiceParent(proxies)
-    if metrics is not None:
-        served = makeMetricsService(metrics, registry, reactor)
-        served.setName("metrics")
-        served.setServiceParent(proxies)
-    return proxies
+    return ProcessService(ProcessConfig(tuple(configs), metrics), reactor)
 
 
 def makeMetricsService(

@@ -9,13 +9,16 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+from collections.abc import Callable
+
 from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.python import usage
 
 from client_proxy import config
+from client_proxy.logs import jsonLogObserver, twistdLogFile
 from client_proxy.store import StateFileError
-from client_proxy.service import makeProxiesService
+from client_proxy.service import ProcessService
 
 log = Logger()
 
@@ -60,10 +63,21 @@ class Options(usage.Options):
             super().parseOptions(options)
 
     def postOptions(self) -> None:
-        loaded = config.load([config.commandLine(self), config.environment(self.environ)])
+        """
+        Check the configuration: C{self["configuration"]} holds it,
+        C{self["proxies"]} and C{self["metrics"]} its parts.
+        """
+        loaded = self["configuration"] = self.load()
         self["proxies"] = list(loaded.proxies)
         self["metrics"] = loaded.metrics
         self["warnings"] = config.startupWarnings(loaded, self["secret"] is not None)
+
+    def load(self) -> config.ProcessConfig:
+        """
+        Read the configuration: the command line, then the environment
+        (and the files they name). Called again on SIGHUP.
+        """
+        return config.load([config.commandLine(self), config.environment(self.environ)])
 
 
 @contextmanager
@@ -85,14 +99,24 @@ def exitOnError() -> Iterator[None]:
 
 
 def makeProcessService(
-    proxies: list[config.ProxyConfig], metrics: str | None, warnings: list[str]
+    configuration: config.ProcessConfig,
+    load: Callable[[], config.ProcessConfig],
+    warnings: list[str],
+    twistdOptions: Mapping[str, object] | None = None,
 ) -> IService:
     """
-    One service holding the service of every proxy, and the metrics if
-    C{metrics} is an endpoint; C{warnings} are logged once.
+    The service of every proxy of C{configuration}, and of the metrics;
+    C{load} reads the configuration again on SIGHUP, and C{warnings} are
+    logged once.
+
+    @param twistdOptions: twistd's own options, which say where its log
+        goes (for C{--log-format json}); C{None} for standard output.
     """
+    observer = None
+    if configuration.logFormat == "json":
+        observer = jsonLogObserver(twistdLogFile(twistdOptions))
     with exitOnError():
-        service = makeProxiesService(proxies, metrics=metrics)
+        service = ProcessService(configuration, load=load, logObserver=observer)
     for warning in warnings:
         log.warn("{warning}", warning=warning)
     return service
@@ -102,4 +126,9 @@ def makeService(options: Options) -> IService:
     """
     One service holding the service of every proxy configured.
     """
-    return makeProcessService(options["proxies"], options["metrics"], options["warnings"])
+    return makeProcessService(
+        options["configuration"],
+        options.load,
+        options["warnings"],
+        getattr(options, "parent", None),
+    )

@@ -277,6 +277,7 @@ SAMPLES = {
     "instanceEndpoint": ("unix:path=/run/y", '"unix:path=/run/y"', "unix:path=/run/y"),
     "metrics": ("tcp:9100:interface=127.0.0.1", '"tcp:9100:interface=127.0.0.1"',
                 "tcp:9100:interface=127.0.0.1"),
+    "logFormat": ("json", '"json"', "json"),
     "config": None,  # in the tests of files
 }
 
@@ -487,7 +488,7 @@ def test_a_state_file_that_is_no_database_stops_the_start(tmp_path):
     garbage.write_text("not a database, " * 100)
     proxy = build(stateFile=str(garbage))
     with pytest.raises(SystemExit) as raised:
-        makeProcessService([proxy], None, [])
+        makeProcessService(process(proxy), lambda: process(proxy), [])
     assert str(raised.value).startswith("client-proxy: ")
     assert str(garbage) in str(raised.value) and "\n" not in str(raised.value)
 

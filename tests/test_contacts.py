@@ -293,8 +293,8 @@ def test_stopping_says_unavailable(stub, handler, subscribers, resources):
 
 def test_makeService_wires_the_handler(tmp_path):
     """
-    The proxy's handler reads the subscribers of the state file, and says
-    unavailable when the proxy stops.
+    The proxy's handler reads the subscribers of the state file (that it
+    says unavailable when the proxy stops: tests/test_lifecycle.py).
     """
     from client_proxy.service import makeService
 
@@ -303,10 +303,8 @@ def test_makeService_wires_the_handler(tmp_path):
     store.add(ALICE)
     store.close()
     proxy = makeService(build(stateFile=str(path)), Clock())
-    [stop] = [s for s in proxy if isinstance(s, UnavailableOnStop)]
-    assert list(proxy)[-1] is stop, "stopped first, before the stream's end"
-    assert isinstance(stop.handler, ComponentPresenceHandler)
-    assert list(stop.handler.subscribers) == [ALICE]
+    assert isinstance(proxy.contacts, ComponentPresenceHandler)
+    assert list(proxy.contacts.subscribers) == [ALICE]
 
 
 def test_state_file_in_a_configuration_file(tmp_path):
