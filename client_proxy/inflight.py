@@ -333,6 +333,17 @@ class RequestTable:
                 expired.append(request)
         return expired
 
+    def setTimeout(self, timeout: float) -> None:
+        """
+        Give every request C{timeout} seconds from when it was added, those
+        in flight too: each deadline moves by the difference, so they stay
+        in the order they were added.
+        """
+        shift = timeout - self.timeout
+        self.timeout = timeout
+        for request in self._deadlines:
+            request.deadline += shift
+
     def nextDeadline(self) -> float | None:
         """
         When L{expire} may next find something, or C{None} when empty.

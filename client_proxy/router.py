@@ -557,6 +557,16 @@ class IQRouter(RoutingHandler):
             self.answerWithError(request, condition, errorType, text)
         return len(requests)
 
+    def setTimeout(self, timeout: float) -> None:
+        """
+        Give requests C{timeout} seconds to be answered, those in flight
+        too (see L{RequestTable.setTimeout}): a shorter one may have
+        expired some already, which are answered at once.
+        """
+        self.table.setTimeout(timeout)
+        self._cancelExpiry()
+        self._scheduleExpiry()
+
     def _scheduleExpiry(self) -> None:
         if self._expiry is None:
             deadline = self.table.nextDeadline()

@@ -265,9 +265,10 @@ class ProxyService(Service):
     def reconfigure(self, config: ProxyConfig) -> list[str]:
         """
         Take the settings of C{config} in place, keeping the connections
-        and the requests in flight: the limits and the timeout apply to the
-        requests that come from now on (those in flight keep their
-        deadlines), the strategy starts afresh.
+        and the requests in flight: the limits apply to the requests that
+        come from now on, the timeout to those in flight too (counted from
+        when each came: a shorter one may expire some at once), and the
+        strategy starts afresh.
 
         @return: the names of the settings that changed.
         @raise ValueError: a setting in L{RESTART_SETTINGS} changed.
@@ -275,8 +276,9 @@ class ProxyService(Service):
         changed = changedSettings(self.config, config)
         if RESTART_SETTINGS.intersection(changed):
             raise ValueError("cannot change in place: " + settingKeys(changed))
+        if "timeout" in changed:
+            self.router.setTimeout(config.timeout)
         table = self.table
-        table.timeout = config.timeout
         table.maxPerRequester = config.maxInFlightPerRequester
         table.maxPerDomain = config.maxInFlightPerDomain
         table.maxTotal = config.maxInFlight

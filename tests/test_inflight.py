@@ -78,6 +78,17 @@ def test_expiry_in_deadline_order():
     assert answered not in t.clear()
 
 
+def test_a_new_timeout_moves_every_deadline_in_order():
+    t = table(timeout=30)
+    first = t.add(ForwardedSet(requester="u@x/a", stanzaID="1", to="proxy.x", resource="s@x/r1"), 0)
+    second = t.add(ForwardedSet(requester="u@x/a", stanzaID="2", to="proxy.x", resource="s@x/r1"), 5)
+    t.setTimeout(10)
+    third = t.add(ForwardedSet(requester="u@x/a", stanzaID="3", to="proxy.x", resource="s@x/r1"), 6)
+    assert [r.deadline for r in (first, second, third)] == [10, 15, 16]
+    assert t.nextDeadline() == 10
+    assert t.expire(15) == [first, second]
+
+
 def test_held_by_and_move():
     t = table()
     a = t.add(ForwardedGet(requester="u@x/a", stanzaID="1", to="proxy.x", resource="s@x/r1", stanza=b"stanza"), 0)

@@ -136,6 +136,29 @@ def test_reconfigure_in_place(reactor, server):
     assert not service.contacts.access.allows("x@evil.example")
 
 
+def test_a_shorter_timeout_holds_for_the_requests_in_flight(reactor, server):
+    """
+    Counted from when each request came: one past the new timeout is
+    answered at once, a new one on the new deadline.
+    """
+    service = ProxyService(proxy(A, timeout=30), reactor)
+    service.startService()
+    protocol, transport = server.accept()
+    service.resources.available(RESOURCE)
+    request(protocol, "old")
+    reactor.advance(5)
+    service.reconfigure(proxy(A, timeout=2))
+    reactor.advance(0)
+    assert b"remote-server-timeout" in transport.value()
+    request(protocol, "new")
+    before = len(transport.value())
+    reactor.advance(1.9)
+    assert b"remote-server-timeout" not in transport.value()[before:]
+    reactor.advance(0.1)
+    written = transport.value()[before:]
+    assert b"id='new'" in written and b"remote-server-timeout" in written
+
+
 def test_connection_settings_cannot_change_in_place(reactor):
     service = ProxyService(proxy(A), reactor)
     with pytest.raises(ValueError):
