@@ -486,8 +486,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "standbyInterval", PROXY, _positive(), "the standby interval",
         "Seconds between tries to take over while another connection serves "
-        "the component's JID.",
-        default=2.0, types=NUMBER,
+        "the component's JID: with an instance JID, pings of the component's "
+        "JID from it; without, tries to connect. A standby takes over within "
+        "about this time of the active instance's death.",
+        default=1.0, types=NUMBER,
     ),
     Setting(
         "maxInFlightPerRequester", PROXY, _positive(int),

@@ -252,7 +252,7 @@ class ComponentConnection(Service):
         jid: str,
         where: str,
         proxy: str | None = None,
-        standbyInterval: float = 2.0,
+        standbyInterval: float = 1.0,
         retryPolicy: Callable[[int], float] = DEFAULT_RETRY_POLICY,
         tlsHost: str | None = None,
     ) -> None:
