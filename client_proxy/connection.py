@@ -93,7 +93,8 @@ def _tlsEnd(value: BaseException, host: str | None) -> End | None:
     if isinstance(value, VerificationError):
         return End(
             "TLS certificate name mismatch",
-            "the server's TLS certificate is not valid for %s: %s" % (name, value),
+            "the server's TLS certificate is not valid for %s: it names another host; give "
+            "the endpoint a host= the certificate names" % (name,),
             LogLevel.error,
         )
     if not isinstance(value, SSLError):
@@ -457,7 +458,8 @@ class ComponentConnection(Service):
             if end.reason == "connection closed":
                 end = End(
                     "closed before authentication",
-                    "the server closed the connection before authenticating %s" % (self.jid,),
+                    "the server closed the connection before authenticating %s (if the port "
+                    "speaks TLS, the endpoint must be tls:)" % (self.jid,),
                 )
             self._failed(end, "Cannot connect %s to %s: %s" % (self.jid, self.where, end.detail))
 

@@ -82,7 +82,7 @@ listen:
     port: {component_port}
     ip: "127.0.0.1"
     module: ejabberd_service
-    hosts:
+{componentTLS}    hosts:
 {components}
 {ownListeners}modules:
   mod_roster: {{}}
@@ -213,6 +213,9 @@ class Ejabberd:
         ejabberd routes the stanzas for every host of a listener to each
         connection authenticated on it, so a host that must reach one
         connection only needs a listener alone.
+    @param component_certfile: a PEM file with a certificate and its key:
+        the component listener then speaks TLS from the first byte
+        (C{tls: true}), with that certificate.
     """
 
     domain = "example.org"
@@ -227,6 +230,7 @@ class Ejabberd:
         loglevel: str = "info",
         extra_config: str = "",
         own_components: dict[str, str] | None = None,
+        component_certfile: Path | None = None,
     ) -> None:
         if components is None:
             components = {"proxy." + self.domain: secrets.token_hex(16)}
@@ -243,6 +247,7 @@ class Ejabberd:
         self.c2s_port = free_port()
         self.component_port = free_port()
         self.own_components = own_components or {}
+        self.component_certfile = component_certfile
         self.own_component_ports = {host: free_port() for host in self.own_components}
         self.workdir = Path(tempfile.mkdtemp(prefix="ejabberd-"))
         self.config_file = self.workdir / "ejabberd.yml"
@@ -290,6 +295,7 @@ class Ejabberd:
                 c2s_port=self.c2s_port,
                 component_port=self.component_port,
                 components=components.rstrip("\n"),
+                componentTLS=self._component_tls(),
                 ownListeners="".join(
                     OWN_LISTENER.format(
                         port=self.own_component_ports[host],
@@ -302,6 +308,18 @@ class Ejabberd:
             )
         )
         self.ctl_config_file.write_text(CTL_CONFIG.format(config=self.config_file, cookie=self.cookie))
+
+    def _component_tls(self) -> str:
+        """
+        The TLS options of the component listener: the certificate is
+        copied where the ejabberd user can read it.
+        """
+        if self.component_certfile is None:
+            return ""
+        certfile = self.workdir / "component.pem"
+        shutil.copyfile(self.component_certfile, certfile)
+        _chown(certfile)
+        return "    tls: true\n    certfile: %s\n" % (yaml_string(str(certfile)),)
 
     def _command(self, *args: str) -> list[str]:
         return [
