@@ -408,13 +408,13 @@ class ComponentConnection(Service):
                 LogLevel.info, "takeover", "Taking over: %s is served here now" % (self.jid,)
             )
         failures, self.retry, self.failures = self.failures, 0, 0
-        self._setState(ConnectionState.AUTHENTICATED)
         after = " after %d failed attempts" % (failures,) if failures else ""
         self._emit(
             LogLevel.info,
             "authenticated",
             "Authenticated as %s at %s%s" % (self.jid, self.where, after),
         )
+        self._setState(ConnectionState.AUTHENTICATED)
 
     def streamErrorReceived(self, reason: Failure) -> None:
         """
