@@ -428,11 +428,21 @@ class ProcessService(MultiService):
         return [s for s in self if isinstance(s, ProxyService)]
 
     def setServiceParent(self, parent) -> None:
+        """
+        Attached to an application (what twistd does with the plugin's
+        service, and C{proxy.tac} with its own), make L{logObserver} the
+        application's L{ILogObserver}, which twistd logs to.
+        """
         if self.logObserver is not None and isinstance(parent, Componentized):
             parent.setComponent(ILogObserver, self.logObserver)
         super().setServiceParent(parent)
 
     def startService(self) -> None:
+        """
+        Start every proxy, and reload on SIGHUP (twistd leaves that signal
+        alone; its log rotation is SIGUSR1): the handler hands the reload
+        to the reactor's thread.
+        """
         super().startService()
         if self.load is not None:
             self._previousHangUp = signal.signal(signal.SIGHUP, self._hangUp)
