@@ -13,34 +13,39 @@ application needs::
     makeService(config).setServiceParent(application)
 """
 
-from prometheus_client import CollectorRegistry
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
 from twisted.application import strports
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, globalLogPublisher
 from twisted.words.protocols.jabber import component, xmlstream
 from twisted.words.protocols.jabber.jid import JID
-from twisted.web.pages import notFound
-from twisted.web.resource import Resource
 from twisted.web.server import Site
 from wokkel.subprotocols import StreamManager, XMPPHandler
 
 from client_proxy import jat
 from client_proxy.access import AccessPolicy
-from client_proxy.config import ProxyConfig
+from client_proxy.config import ConfigError, ProxyConfig
 from client_proxy.contacts import ComponentPresenceHandler, SubscriberLimits, UnavailableOnStop
 from client_proxy.dispatch import STRATEGIES
 from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
 from client_proxy.keepalive import KeepAlive
 from client_proxy.messages import MessageRouter
-from client_proxy.metrics import MetricsResource, NoMetrics, PrometheusMetrics
+from client_proxy.metrics import NoMetrics
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
 from client_proxy.routing import Routing
 from client_proxy.store import openStore
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
 class ConnectionMonitor:
@@ -212,7 +217,7 @@ class GracefulStop(Service):
 def makeService(
     config: ProxyConfig,
     reactor: IReactorTime | None = None,
-    registry: CollectorRegistry | None = None,
+    registry: "CollectorRegistry | None" = None,
 ) -> MultiService:
     """
     Build the service of one proxy, ready to be started or attached to an
@@ -251,7 +256,7 @@ def makeService(
         reactor,
         metrics=NoMetrics()
         if registry is None
-        else PrometheusMetrics(
+        else _prometheus().PrometheusMetrics(
             config.jid,
             registry,
             inFlight=table.__len__,
@@ -372,11 +377,13 @@ def makeProxiesService(
     each with its own component connection, named by its JID.
 
     @param metrics: a Twisted server endpoint string where the metrics of
-        every proxy are served (L{makeMetricsService}), as a child named
-        C{metrics}; C{None} for no metrics.
+        every proxy and of the process are served (L{makeMetricsService}),
+        as a child named C{metrics}; C{None} for no metrics.
+    @raise ConfigError: metrics are asked for, and C{prometheus_client} is
+        missing.
     """
     proxies = MultiService()
-    registry = None if metrics is None else CollectorRegistry()
+    registry = None if metrics is None else _prometheus().processRegistry()
     for config in configs:
         makeService(config, reactor, registry).setServiceParent(proxies)
     if metrics is not None:
@@ -387,16 +394,66 @@ def makeProxiesService(
 
 
 def makeMetricsService(
-    endpoint: str, registry: CollectorRegistry, reactor: IReactorTime | None = None
+    endpoint: str, registry: "CollectorRegistry", reactor: IReactorTime | None = None
 ) -> Service:
     """
-    Serve the metrics of C{registry} in the Prometheus text format over
-    HTTP at C{/metrics} on C{endpoint}, a Twisted server endpoint string
-    such as C{tcp:9100:interface=127.0.0.1}; every other path is not found.
+    Serve the metrics of C{registry} over HTTP on C{endpoint}, a Twisted
+    server endpoint string such as C{tcp:9100:interface=127.0.0.1}: at
+    C{/metrics} in the Prometheus text format, and the health of its
+    proxies at C{/healthz} (L{client_proxy.prometheus.HealthResource});
+    every other path is not found.
+
+    @raise ConfigError: when the service starts, if it cannot listen.
     """
-    root = Resource()
-    root.getChild = lambda path, request: notFound()
-    root.putChild(b"metrics", MetricsResource(registry))
-    site = Site(root)
+    site = Site(_prometheus().metricsRoot(registry))
     site.log = lambda request: None  # no access-log line at every scrape
-    return strports.service(endpoint, site, reactor=reactor)
+    return MetricsServer(endpoint, site, reactor)
+
+
+class MetricsServer(MultiService):
+    """
+    The HTTP server of the metrics, listening on C{endpoint} from the
+    start (twistd's privileged start, before it drops privileges).
+
+    A port it cannot listen on, in use or not allowed, is a configuration
+    error naming the endpoint (L{ConfigError}), not a traceback.
+    """
+
+    def __init__(self, endpoint: str, site: Site, reactor: IReactorTime | None) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        strports.service(endpoint, site, reactor=reactor).setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        with self._listening():
+            super().privilegedStartService()
+
+    def startService(self) -> None:
+        # Listens now if the privileged start did not happen (outside twistd).
+        with self._listening():
+            super().startService()
+
+    @contextmanager
+    def _listening(self) -> Iterator[None]:
+        try:
+            yield
+        except CannotListenError as e:
+            raise ConfigError(
+                "metrics: cannot listen on %s: %s" % (self.endpoint, e.socketError)
+            ) from None
+
+
+def _prometheus():
+    """
+    The module L{client_proxy.prometheus}, which needs C{prometheus_client}.
+
+    @raise ConfigError: C{prometheus_client} cannot be imported.
+    """
+    try:
+        from client_proxy import prometheus
+    except ImportError as e:
+        raise ConfigError(
+            "serving metrics needs the Python package prometheus_client (%s): "
+            "pip install 'client-proxy[metrics]'" % (e,)
+        )
+    return prometheus

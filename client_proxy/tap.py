@@ -6,14 +6,16 @@ by its C{CLIENT_PROXY_*} variable, the command line winning.
 """
 
 import os
+import platform
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from twisted.application.service import IService
+import twisted
+from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from client_proxy import config
+from client_proxy import __version__, config
 from client_proxy.store import StateFileError
 from client_proxy.service import makeProxiesService
 
@@ -55,6 +57,16 @@ class Options(usage.Options):
         super().__init__()
         self.environ = environ
 
+    def opt_version(self) -> None:
+        """
+        Print the versions of client-proxy, Twisted and Python, and exit.
+        """
+        print(
+            "client-proxy %s (Twisted %s, Python %s)"
+            % (__version__, twisted.__version__, platform.python_version())
+        )
+        raise SystemExit(0)
+
     def parseOptions(self, options: list[str] | None = None) -> None:
         with exitOnError():
             super().parseOptions(options)
@@ -95,7 +107,35 @@ def makeProcessService(
         service = makeProxiesService(proxies, metrics=metrics)
     for warning in warnings:
         log.warn("{warning}", warning=warning)
-    return service
+    process = ProcessService()
+    service.setServiceParent(process)
+    return process
+
+
+class ProcessService(MultiService):
+    """
+    The services of the process. A configuration error found only when
+    twistd starts them, such as a metrics port in use, ends twistd as one
+    found before (L{exitOnError}): one line, exit status 1.
+    """
+
+    def privilegedStartService(self) -> None:
+        # twistd's first call to the services, once it runs as a daemon.
+        try:
+            with exitOnError():
+                super().privilegedStartService()
+        except SystemExit as e:
+            raise StartFailed(e.code) from None
+
+
+class StartFailed(SystemExit, Exception):
+    """
+    An exit with one line, as L{SystemExit}, that twistd's start-up also
+    catches as an L{Exception}: it then removes its pid file and, run as a
+    daemon, tells the parent process waiting for the start, which prints
+    the line and exits with status 1 (on a bare C{SystemExit} it would wait
+    for ever).
+    """
 
 
 def makeService(options: Options) -> IService:
