@@ -37,6 +37,13 @@ _ESCAPES = {
 
 STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
+#: The C{error} child of a stanza as expat names it with namespace
+#: processing: in the stream's default namespace, declared on the root
+#: (and so unknown here), or written out.
+_ERROR_NAMES = frozenset(
+    ("error", *("%s error" % ns for ns in ("jabber:component:accept", "jabber:client", "jabber:server")))
+)
+
 #: Called with an IQ's attributes and inner XML; returns C{True} when it
 #: took the stanza, C{False} to let it flow on to the element parser.
 IQHandler = Callable[[dict[str, str], bytes], bool]
@@ -109,7 +116,7 @@ def errorCondition(inner: bytes) -> str:
     def start(name: str, attributes: dict[str, str]) -> None:
         nonlocal depth, inError
         depth += 1
-        if depth == 2 and name == "error" and not found:
+        if depth == 2 and name in _ERROR_NAMES and not found:
             inError = True
         elif depth == 3 and inError and not found:
             namespace, _, local = name.rpartition(" ")
@@ -256,6 +263,13 @@ class StanzaSplitter:
         self._depth = 0
         self._broken = False
         self._stanza: tuple[str, dict[str, str], int, int] | None = None
+        #: Prefixes the stream's root declares: a stanza that may use one
+        #: means something only in this stream, and is left to the element
+        #: parser, which knows them.
+        self._rootPrefixes: tuple[bytes, ...] = ()
+        #: Whether the bytes passed through now are an IQ the handler
+        #: declined (see L{FastXmlStream}).
+        self.declining = False
 
     def feed(self, data: bytes) -> None:
         if self._broken:
@@ -279,6 +293,7 @@ class StanzaSplitter:
         The stream offset just past the start tag that begins at C{start}.
         """
         match = _TAG.match(self._buffer, start - self._base)
+        assert match is not None, "expat reported a start tag here"
         return match.end() + self._base
 
     def _forwardUpTo(self, offset: int) -> None:
@@ -293,6 +308,11 @@ class StanzaSplitter:
         if self._depth == 1:
             # The stream header goes through at once: the authenticator
             # waits for it before anything else is sent.
+            self._rootPrefixes = tuple(
+                name[6:].encode("utf-8") + b":"
+                for name in attributes
+                if name.startswith("xmlns:")
+            )
             self._forwardUpTo(self._tagEnd(self._parser.CurrentByteIndex))
         elif self._depth == 2:
             start = self._parser.CurrentByteIndex
@@ -304,6 +324,7 @@ class StanzaSplitter:
         if self._depth == 0:
             self._forwardUpTo(self._base + len(self._buffer))
         elif self._depth == 1:
+            assert self._stanza is not None, "expat reported its start"
             name, attributes, start, tagEnd = self._stanza
             self._stanza = None
             if self._buffer[tagEnd - self._base - 2] == 0x2F:  # "/>": empty
@@ -311,17 +332,30 @@ class StanzaSplitter:
             else:
                 innerEnd = self._parser.CurrentByteIndex
                 end = self._buffer.index(b">", innerEnd - self._base) + 1 + self._base
-            if (
-                name == "iq"
-                and self.onIQ is not None
-                and self.onIQ(
-                    attributes,
-                    bytes(self._buffer[tagEnd - self._base : innerEnd - self._base]),
-                )
+            if name != "iq" or self.onIQ is None or self._usesRootPrefix(start, end):
+                self._forwardUpTo(end)
+            elif self.onIQ(
+                attributes,
+                bytes(self._buffer[tagEnd - self._base : innerEnd - self._base]),
             ):
                 self._forwarded = end
             else:
-                self._forwardUpTo(end)
+                self.declining = True
+                try:
+                    self._forwardUpTo(end)
+                finally:
+                    self.declining = False
+
+    def _usesRootPrefix(self, start: int, end: int) -> bool:
+        """
+        Whether the stanza between stream offsets C{start} and C{end} may
+        use a prefix the stream's root declares (its bytes hold one, even
+        in text: then the element parser reads it, which is only slower).
+        """
+        if not self._rootPrefixes:
+            return False
+        stanza = self._buffer[start - self._base : end - self._base]
+        return any(prefix in stanza for prefix in self._rootPrefixes)
 
 
 def elementAsIQ(element: domish.Element) -> tuple[dict[str, str], bytes]:
@@ -336,11 +370,45 @@ def elementAsIQ(element: domish.Element) -> tuple[dict[str, str], bytes]:
                 continue
             name = "xml:" + name[1]
         attributes[name] = value
+    # Children in the stanza's own namespace are written without it, as
+    # the fast path gives them: they take the default namespace of the
+    # stream they are sent on.
     inner = "".join(
-        child.toXml() if domish.IElement.providedBy(child) else domish.escapeToXml(child)
+        child.toXml(defaultUri=element.uri)
+        if domish.IElement.providedBy(child)
+        else domish.escapeToXml(child)
         for child in element.children
     )
     return attributes, inner.encode("utf-8")
+
+
+#: The priority of the observer through which an IQ router gets IQ
+#: elements: after the handlers of the component's own (priority 0), which
+#: mark what they take C{handled}, and before Wokkel's fallback (-1), which
+#: answers what nobody took.
+ROUTER_PRIORITY = -0.5
+
+
+def routeIQs(xs: xmlstream.XmlStream, handler: IQHandler) -> None:
+    """
+    Hand the IQs that arrive on C{xs} to C{handler}, once each: as bytes
+    on the fast path of a L{FastXmlStream}, else as elements, after the
+    stream's other IQ handlers had their turn.
+    """
+    if isinstance(xs, FastXmlStream):
+        xs.setIQHandler(handler)
+    else:
+        xs.addObserver("/iq", lambda element: _handOver(element, handler), ROUTER_PRIORITY)
+
+
+def _handOver(element: domish.Element, handler: IQHandler) -> None:
+    """
+    Hand an IQ element that no other handler took to C{handler}, and mark
+    it C{handled} if it takes it.
+    """
+    if not getattr(element, "handled", False) and handler(*elementAsIQ(element)):
+        # The mark Twisted's and Wokkel's IQ handlers set and read.
+        setattr(element, "handled", True)
 
 
 class FastXmlStream(xmlstream.XmlStream):
@@ -349,8 +417,10 @@ class FastXmlStream(xmlstream.XmlStream):
 
     Until a handler is set with L{setIQHandler}, and for every stanza it
     declines, the stream behaves as a plain L{xmlstream.XmlStream}. An IQ
-    that reaches the element parser all the same (one written unusually,
-    such as with a namespace prefix) is handed to the handler from there.
+    the fast path does not read (one written unusually, such as with a
+    namespace prefix, or one that may use a prefix declared on the stream's
+    root) is handed to the handler from the element parser; one the
+    handler declined is not handed to it again.
     """
 
     def connectionMade(self) -> None:
@@ -359,7 +429,11 @@ class FastXmlStream(xmlstream.XmlStream):
 
     def setIQHandler(self, handler: IQHandler) -> None:
         self._splitter.onIQ = handler
-        self.addObserver("/iq", lambda element: handler(*elementAsIQ(element)))
+        self.addObserver("/iq", lambda element: self._fromParser(element, handler), ROUTER_PRIORITY)
+
+    def _fromParser(self, element: domish.Element, handler: IQHandler) -> None:
+        if not self._splitter.declining:
+            _handOver(element, handler)
 
     def dataReceived(self, data: bytes) -> None:
         if self.rawDataInFn:
@@ -368,7 +442,8 @@ class FastXmlStream(xmlstream.XmlStream):
             self._splitter.feed(data)
         except domish.ParserError:
             self.dispatch(failure.Failure(), xmlstream.STREAM_ERROR_EVENT)
-            self.transport.loseConnection()
+            if self.transport is not None:
+                self.transport.loseConnection()
 
     def _parse(self, data: bytes) -> None:
         self.stream.parse(data)

@@ -17,45 +17,78 @@ from client_proxy.jat import bare, domain
 
 class Request:
     """
-    One request in flight.
+    One request in flight; its kind says what may be done with it.
 
     @ivar requester: the full JID that asked.
     @ivar stanzaID: the request's id, as the requester chose it.
     @ivar to: the address the requester sent it to, which becomes the
-        C{from} of the answer (the component's JID, bare or full).
-    @ivar resource: the full JID of the target's resource serving it.
-    @ivar stanza: for a C{get}, the forwarded stanza, kept to send it again
-        to another resource; C{None} for a C{set}, which is never repeated.
-    @ivar deadline: when the requester is told that it timed out.
-    @ivar triedElsewhere: whether a bounce already sent it to another
-        resource.
-    @ivar alias: the id the component gave the request when it sent it on
-        under its own name (a request from the target to someone else), or
-        C{None}.
+        C{from} of the answer.
+    @ivar resource: the full JID serving it: a resource of the target, or
+        for an L{OutboundRequest}, the entity it was sent on to.
+    @ivar deadline: when the requester is told that it timed out; set by
+        L{RequestTable.add}.
     """
 
-    __slots__ = (
-        "requester",
-        "stanzaID",
-        "to",
-        "resource",
-        "stanza",
-        "deadline",
-        "alias",
-        "triedElsewhere",
-    )
+    __slots__ = ("requester", "stanzaID", "to", "resource", "deadline")
 
-    def __init__(
-        self, requester, stanzaID, to, resource, stanza, deadline, alias=None
-    ) -> None:
-        self.requester: str = requester
-        self.stanzaID: str = stanzaID
-        self.to: str = to
-        self.resource: str = resource
+    def __init__(self, *, requester: str, stanzaID: str, to: str, resource: str) -> None:
+        self.requester = requester
+        self.stanzaID = stanzaID
+        self.to = to
+        self.resource = resource
+        self.deadline = 0.0
+
+    def retainedBytes(self) -> int:
+        """
+        How many bytes of stanza the request keeps.
+        """
+        return 0
+
+
+class ForwardedSet(Request):
+    """
+    A requester's C{set}, forwarded to a resource of the target: it may
+    have taken effect, so it is never sent again.
+    """
+
+    __slots__ = ()
+
+
+class ForwardedGet(Request):
+    """
+    A requester's C{get}, forwarded to a resource of the target: it has no
+    side effects, so it may be sent again to another resource.
+
+    @ivar stanza: the stanza forwarded, less its C{to}, kept to send it
+        again (emptied once the request is answered).
+    @ivar triedElsewhere: whether a bounce already sent it to another
+        resource.
+    """
+
+    __slots__ = ("stanza", "triedElsewhere")
+
+    def __init__(self, *, stanza: bytes, **kwargs: str) -> None:
+        super().__init__(**kwargs)
         self.stanza = stanza
-        self.deadline: float = deadline
-        self.alias: str | None = alias
         self.triedElsewhere = False
+
+    def retainedBytes(self) -> int:
+        return len(self.stanza)
+
+
+class OutboundRequest(Request):
+    """
+    A request of a resource of the target, sent on under the component's
+    name to someone else.
+
+    @ivar alias: the id the component gave it, which its answer carries.
+    """
+
+    __slots__ = ("alias",)
+
+    def __init__(self, *, alias: str, **kwargs: str) -> None:
+        super().__init__(**kwargs)
+        self.alias = alias
 
 
 class Refused(Exception):
@@ -168,37 +201,22 @@ class RequestTable:
                 "retained_bytes",
             )
 
-    def add(
-        self,
-        *,
-        requester: str,
-        stanzaID: str,
-        to: str,
-        resource: str,
-        now: float,
-        stanza: bytes | None = None,
-        alias: str | None = None,
-    ) -> Request:
+    def add(self, request: Request, now: float) -> Request:
         """
-        Record a request forwarded to C{resource}.
+        Record C{request}, forwarded at C{now}; its deadline is set here.
 
-        @param stanza: for a get, the stanza to send again elsewhere.
-        @param alias: for a request sent on under the component's own id,
-            that id.
         @raise Refused: as L{admit}.
         """
-        self.admit(requester, stanzaID, 0 if stanza is None else len(stanza))
-        if stanza is not None:
-            self.retainedBytes += len(stanza)
-        jid = bare(requester)
-        key = (requester, stanzaID)
-        request = Request(
-            requester, stanzaID, to, resource, stanza, now + self.timeout, alias
-        )
+        size = request.retainedBytes()
+        self.admit(request.requester, request.stanzaID, size)
+        self.retainedBytes += size
+        request.deadline = now + self.timeout
+        key = (request.requester, request.stanzaID)
         self._requests[key] = request
-        if alias is not None:
-            self._aliases[alias] = request
-        self._byResource.setdefault(resource, {})[key] = request
+        if isinstance(request, OutboundRequest):
+            self._aliases[request.alias] = request
+        self._byResource.setdefault(request.resource, {})[key] = request
+        jid = bare(request.requester)
         self._perRequester[jid] = self._perRequester.get(jid, 0) + 1
         host = domain(jid)
         self._perDomain[host] = self._perDomain.get(host, 0) + 1
@@ -265,10 +283,10 @@ class RequestTable:
         """
         key = (request.requester, request.stanzaID)
         del self._requests[key]
-        if request.stanza is not None:
-            self.retainedBytes -= len(request.stanza)
-            request.stanza = None
-        if request.alias is not None:
+        self.retainedBytes -= request.retainedBytes()
+        if isinstance(request, ForwardedGet):
+            request.stanza = b""  # let go of the payload at once
+        elif isinstance(request, OutboundRequest):
             del self._aliases[request.alias]
         held = self._byResource[request.resource]
         del held[key]

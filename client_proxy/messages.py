@@ -7,6 +7,7 @@ from twisted.words.protocols.jabber.error import StanzaError
 from twisted.words.xish import domish
 
 from client_proxy import jat
+from client_proxy.fastpath import ROUTER_PRIORITY
 from client_proxy.routing import RoutingHandler, StanzaTooLarge
 
 
@@ -34,9 +35,16 @@ class MessageRouter(RoutingHandler):
 
     def connectionInitialized(self) -> None:
         super().connectionInitialized()
-        self.xmlstream.addObserver("/message", self.onMessage)
+        self.xmlstream.addObserver("/message", self.onMessage, ROUTER_PRIORITY)
 
     def onMessage(self, message: domish.Element) -> None:
+        """
+        A message arrived: unless a handler of the component's own took it
+        (marked it C{handled}), it is routed, and marked so.
+        """
+        if getattr(message, "handled", False):
+            return
+        setattr(message, "handled", True)
         if jat.bare(message.getAttribute("from", "")) == self.target:
             self.messageFromTargetReceived(message)
         else:

@@ -4,13 +4,28 @@ JAT routing of IQs between requesters and the target's resources.
 
 import itertools
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from client_proxy import jat
-from client_proxy.fastpath import compact, errorCondition, errorIQBytes, escape, iqBytes, isBounce
-from client_proxy.inflight import Refused, Request, RequestTable
+from client_proxy.fastpath import (
+    compact,
+    errorCondition,
+    errorIQBytes,
+    escape,
+    iqBytes,
+    isBounce,
+    routeIQs,
+)
+from client_proxy.inflight import (
+    ForwardedGet,
+    ForwardedSet,
+    OutboundRequest,
+    Refused,
+    Request,
+    RequestTable,
+)
 from client_proxy.metrics import IMetrics, NoMetrics
 from client_proxy.presence import IResourceObserver
 from client_proxy.routing import Routing, RoutingHandler, StanzaTooLarge
@@ -32,9 +47,12 @@ class IQRouter(RoutingHandler):
     """
     Forwards IQ requests to a resource of the target and answers back.
 
-    It works on the fast path of L{client_proxy.fastpath.FastXmlStream}:
-    each IQ comes as its outer tag's attributes and its payload as bytes,
-    and leaves the same way, with only its addresses changed.
+    On the fast path of L{client_proxy.fastpath.FastXmlStream} each IQ
+    comes as its outer tag's attributes and its payload as bytes, and
+    leaves the same way, with only its addresses changed. On any other XML
+    stream (a Wokkel L{StreamManager}'s, say, beside handlers of the
+    component's own) it gets the IQ elements the other handlers left, and
+    behaves the same (L{client_proxy.fastpath.routeIQs}).
 
     A request (RFC 6120, 8.2.3: an IQ of type get or set) from anyone but
     the target, to the component's JID, bare or full, goes to one online
@@ -82,7 +100,7 @@ class IQRouter(RoutingHandler):
         self.metrics = metrics or NoMetrics()
         self.table = table
         self.clock = clock
-        self._expiry = None
+        self._expiry: IDelayedCall | None = None
         self._aliases = itertools.count()
         #: Errors for requests that expired while no connection could carry
         #: them: (request, condition, type, text), sent on the next one.
@@ -91,7 +109,7 @@ class IQRouter(RoutingHandler):
 
     def connectionInitialized(self) -> None:
         super().connectionInitialized()
-        self.xmlstream.setIQHandler(self.iqReceived)
+        routeIQs(self.xmlstream, self.iqReceived)
         self._sendOwed()
 
     def instanceStreamInitialized(self, xs) -> None:
@@ -99,7 +117,7 @@ class IQRouter(RoutingHandler):
         The instance's own connection is up: IQs to its host come this way.
         """
         self.streams.connected(self.instance, xs)
-        xs.setIQHandler(self.iqReceived)
+        routeIQs(xs, self.iqReceived)
 
     def instanceStreamLost(self) -> None:
         """
@@ -209,15 +227,16 @@ class IQRouter(RoutingHandler):
             )
             return
         resource = self.strategy.choose(online, requester)
+        addresses = dict(
+            requester=requester, stanzaID=stanzaID, to=addressedTo, resource=resource
+        )
+        request = (
+            ForwardedGet(stanza=stanza, **addresses)
+            if iq["type"] == "get"
+            else ForwardedSet(**addresses)
+        )
         try:
-            request = self.table.add(
-                requester=requester,
-                stanzaID=stanzaID,
-                to=addressedTo,
-                resource=resource,
-                now=self.clock.seconds(),
-                stanza=stanza if iq["type"] == "get" else None,
-            )
+            self.table.add(request, self.clock.seconds())
         except Refused as e:
             self._refused(requester, e.reason)
             self._sendError(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text)
@@ -282,7 +301,7 @@ class IQRouter(RoutingHandler):
         requester = jat.decode(self.instance, iq.get("to", ""))
         request = None
         if requester is not None:
-            request = self.table.answered(requester, iq.get("id"), sender)
+            request = self.table.answered(requester, iq.get("id", ""), sender)
         if request is None:
             self._dropUnsolicited(iq)
             return
@@ -312,7 +331,11 @@ class IQRouter(RoutingHandler):
 
         @return: whether the request went elsewhere.
         """
-        if request.stanza is None or request.triedElsewhere or not isBounce(inner):
+        if (
+            not isinstance(request, ForwardedGet)
+            or request.triedElsewhere
+            or not isBounce(inner)
+        ):
             return False
         others = tuple(r for r in self.resources.online() if r != request.resource)
         if not others:
@@ -321,7 +344,9 @@ class IQRouter(RoutingHandler):
         self._sendElsewhere(request, others, "bounced")
         return True
 
-    def _sendElsewhere(self, request: Request, candidates: tuple[str, ...], why: str) -> None:
+    def _sendElsewhere(
+        self, request: ForwardedGet, candidates: tuple[str, ...], why: str
+    ) -> None:
         """
         Send the get C{request} again, to one of C{candidates}.
         """
@@ -337,8 +362,8 @@ class IQRouter(RoutingHandler):
         """
         Send the answer to C{request} to its requester.
         """
-        type = iq.get("type")
-        if request.alias is None:
+        type = iq.get("type", "")
+        if not isinstance(request, OutboundRequest):
             self.metrics.answerTime(
                 self.clock.seconds() - (request.deadline - self.table.timeout)
             )
@@ -388,12 +413,14 @@ class IQRouter(RoutingHandler):
         alias = ALIAS_PREFIX + str(next(self._aliases))
         try:
             request = self.table.add(
-                requester=sender,
-                stanzaID=stanzaID,
-                to=addressedTo,
-                resource=remote,
-                now=self.clock.seconds(),
-                alias=alias,
+                OutboundRequest(
+                    requester=sender,
+                    stanzaID=stanzaID,
+                    to=addressedTo,
+                    resource=remote,
+                    alias=alias,
+                ),
+                self.clock.seconds(),
             )
         except Refused as e:
             self.refuse(iq, e.condition, e.errorType, e.text, e.reason)
@@ -439,9 +466,9 @@ class IQRouter(RoutingHandler):
             )
         for request in held:
             online = self.resources.online()
-            if request.stanza is not None and online:
+            if isinstance(request, ForwardedGet) and online:
                 self._sendElsewhere(request, online, "went offline")
-            elif request.stanza is not None:
+            elif isinstance(request, ForwardedGet):
                 self.table.remove(request)
                 self.answerWithError(
                     request, "service-unavailable", "cancel", "no resource is online"
@@ -498,7 +525,7 @@ class IQRouter(RoutingHandler):
         condition: str,
         errorType: str,
         text: str | None,
-    ) -> None:
+    ) -> bool:
         """
         Send a requester the component's own error answer, and count it.
 
@@ -562,7 +589,7 @@ class IQRouter(RoutingHandler):
         """
         self._expiry = None
         for request in self.table.expire(self.clock.seconds()):
-            if request.alias is None:
+            if not isinstance(request, OutboundRequest):
                 self.metrics.requestTimedOut()
             self.tally.count("timed out", "requests", "no answer in time", request.requester)
             error = (

@@ -72,17 +72,16 @@ class Streams:
             host is up.
         @raise StanzaTooLarge: it is too large to send.
         """
-        if not isinstance(data, bytes):
-            data = data.toXml().encode("utf-8")
-        if len(data) > self.maxStanzaSize:
-            smaller = compact(data)
+        stanza = data if isinstance(data, bytes) else data.toXml().encode("utf-8")
+        if len(stanza) > self.maxStanzaSize:
+            smaller = compact(stanza)
             if smaller is None or len(smaller) > self.maxStanzaSize:
-                raise StanzaTooLarge(len(data) if smaller is None else len(smaller))
-            data = smaller
+                raise StanzaTooLarge(len(stanza) if smaller is None else len(smaller))
+            stanza = smaller
         stream = self._byHost.get(jat.domain(address))
         if stream is None:
             return False
-        stream.send(data)
+        stream.send(stanza)
         return True
 
 
@@ -99,7 +98,8 @@ class Routing:
         C{component}.
     @ivar maxStanzaSize: the largest stanza the server accepts on the
         component stream, in bytes (see L{Streams.sendFrom}).
-    @ivar access: who may use the proxy; by default, everyone.
+    @ivar access: who may use the proxy; by default, everyone (the
+        target's policy, with no lists).
     @ivar clock: the clock of the L{Tally} of what remote senders cause;
         by default, the global reactor.
     """
@@ -110,7 +110,7 @@ class Routing:
     strategy: IStrategy
     instance: str = ""
     maxStanzaSize: int = DEFAULT_MAX_STANZA_SIZE
-    access: AccessPolicy | None = None
+    access: AccessPolicy = field(default_factory=lambda: AccessPolicy(""))
     clock: IReactorTime | None = None
     streams: Streams = field(init=False)
     tally: Tally = field(init=False)
@@ -118,7 +118,7 @@ class Routing:
     def __post_init__(self) -> None:
         self.instance = self.instance or self.component
         self.streams = Streams(self.maxStanzaSize)
-        if self.access is None:
+        if not self.access.target:
             self.access = AccessPolicy(self.target)
         if self.clock is None:
             from twisted.internet import reactor as clock

@@ -15,7 +15,7 @@ from client_proxy.dispatch import (
     RoundRobinStrategy,
     StickyStrategy,
 )
-from client_proxy.inflight import RequestTable
+from client_proxy.inflight import ForwardedSet, RequestTable
 from client_proxy.presence import Resources
 
 TARGET = "service@example.org"
@@ -66,11 +66,11 @@ def test_round_robin_goes_on_when_resources_leave_and_join():
 def test_least_pending_prefers_the_idle_resource():
     requests = table()
     strategy = LeastPendingStrategy(online(A, B, C), requests)
-    requests.add(requester=USER, stanzaID="1", to="proxy", resource=A, now=0)
-    requests.add(requester=USER, stanzaID="2", to="proxy", resource=B, now=0)
-    requests.add(requester=USER, stanzaID="3", to="proxy", resource=B, now=0)
+    requests.add(ForwardedSet(requester=USER, stanzaID="1", to="proxy", resource=A), 0)
+    requests.add(ForwardedSet(requester=USER, stanzaID="2", to="proxy", resource=B), 0)
+    requests.add(ForwardedSet(requester=USER, stanzaID="3", to="proxy", resource=B), 0)
     assert strategy.choose((A, B, C), USER) == C
-    requests.add(requester=USER, stanzaID="4", to="proxy", resource=C, now=0)
+    requests.add(ForwardedSet(requester=USER, stanzaID="4", to="proxy", resource=C), 0)
     assert strategy.choose((A, B, C), USER) in (A, C)
 
 
@@ -85,7 +85,7 @@ def test_least_pending_gives_less_to_a_slow_resource():
     for n in range(20):
         resource = strategy.choose((A, B), USER)
         chosen.append(resource)
-        request = requests.add(requester=USER, stanzaID=str(n), to="proxy", resource=resource, now=0)
+        request = requests.add(ForwardedSet(requester=USER, stanzaID=str(n), to="proxy", resource=resource), 0)
         if resource == A:
             requests.remove(request)
     assert Counter(chosen) == {A: 19, B: 1}

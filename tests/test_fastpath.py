@@ -187,3 +187,38 @@ def parse(data):
     stream.ElementEvent = parsed.append
     stream.parse(b"<s>" + data)
     return parsed
+
+
+def stream_with(handler, header=HEADER):
+    xs = FastXmlStream(xmlstream.ConnectAuthenticator("proxy.example.org"))
+    xs.makeConnection(StringTransport())
+    xs.setIQHandler(handler)
+    xs.dataReceived(header)
+    return xs
+
+
+def test_a_declined_iq_is_handed_over_once():
+    """One dispatch per IQ: declined on the fast path, not offered again."""
+    calls = []
+    xs = stream_with(lambda attributes, inner: calls.append(attributes["id"]) and False)
+    parsed = []
+    xs.addObserver("/iq", parsed.append)
+    xs.dataReceived(b"<iq type='result' id='declined'/>")
+    assert calls == ["declined"]
+    assert [el["id"] for el in parsed] == ["declined"], "other handlers still get it"
+
+
+def test_an_iq_using_a_prefix_of_the_root_goes_to_the_element_parser():
+    """
+    Its bytes mean something only in this stream: the element parser,
+    which knows the prefix, hands it over as an element, written out with
+    its namespace.
+    """
+    header = HEADER.replace(b" id='x'>", b" xmlns:r='urn:root' id='x'>")
+    taken = []
+    xs = stream_with(lambda attributes, inner: taken.append(inner) or True, header)
+    xs.dataReceived(b"<iq type='get' id='1'><r:q/></iq><iq type='get' id='2'><q xmlns='u'/></iq>")
+    first, second = taken
+    [element] = parse(first)
+    assert (element.uri, element.name) == ("urn:root", "q"), "declared where it is used"
+    assert second == b"<q xmlns='u'/>"

@@ -3,9 +3,11 @@ Messages through the component.
 """
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
 
+from client_proxy.access import AccessPolicy
 from client_proxy.messages import MessageRouter
 from client_proxy.presence import Resources
 from client_proxy.routing import Routing
@@ -40,10 +42,15 @@ def parse(data):
 
 
 @pytest.fixture
-def setup():
+def setup(request):
+    """A message router; a test may mark its Routing settings (routing=...)."""
+    marker = request.node.get_closest_marker("routing")
+    settings = marker.kwargs if marker else {}
     stub = XmlStreamStub()
     resources = Resources()
-    handler = MessageRouter(Routing(COMPONENT, TARGET, resources, FirstStrategy()))
+    handler = MessageRouter(
+        Routing(COMPONENT, TARGET, resources, FirstStrategy(), clock=Clock(), **settings)
+    )
     handler.makeConnection(stub.xmlstream)
     # The router writes stanzas as bytes; the tests read them as elements.
     stub.xmlstream.send = lambda data: stub.output.append(parse(data))
@@ -98,3 +105,48 @@ def test_target_to_nowhere(setup, to, condition):
     assert answer["type"] == "error" and condition in answer.toXml()
     stub.send(message(TARGET + "/a", to, "error"))
     assert stub.output == []
+
+
+@pytest.mark.routing(access=AccessPolicy(TARGET, deny=["example.org"]))
+def test_a_denied_sender_is_forbidden(setup):
+    stub, resources = setup
+    resources.available(TARGET + "/a")
+    stub.send(message(USER, COMPONENT, "chat"))
+    answer = stub.output.pop()
+    assert answer["type"] == "error" and "forbidden" in answer.toXml()
+    assert stub.output == [], "nothing reached the target"
+    stub.send(message(TARGET + "/a", COMPONENT + "/" + USER, "chat"))
+    assert stub.output.pop()["to"] == USER, "the target is always allowed"
+
+
+@pytest.mark.routing(maxStanzaSize=4096)
+def test_a_message_too_large_to_send_on(setup):
+    """
+    The sender hears ``policy-violation``, in an error that does not
+    repeat the message (it would be too large again).
+    """
+    stub, resources = setup
+    resources.available(TARGET + "/a")
+    big = message(USER, COMPONENT, "chat")
+    big.body.children = ["x" * 5000]
+    stub.send(big)
+    [answer] = stub.output
+    assert (answer["type"], answer["to"], answer["from"]) == ("error", USER, COMPONENT)
+    assert "policy-violation" in answer.toXml() and "xxx" not in answer.toXml()
+
+
+def test_a_message_a_handler_of_the_components_own_took_is_left_alone(setup):
+    """Beside other handlers, the router takes what they leave."""
+    stub, resources = setup
+    resources.available(TARGET + "/a")
+
+    def own(message):
+        if message.body is not None and str(message.body) == "mine":
+            message.handled = True
+
+    stub.xmlstream.addObserver("/message", own)
+    stub.send(message(USER, COMPONENT, "chat"))
+    mine = message(USER, COMPONENT, "chat")
+    mine.body.children = ["mine"]
+    stub.send(mine)
+    assert [str(m.body) for m in stub.output] == ["hi"]

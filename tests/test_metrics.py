@@ -181,8 +181,7 @@ def routerReporting():
         clock,
         metrics=metrics,
     )
-    router.makeConnection(stub.xmlstream)
-    router.connectionInitialized()
+    stub.connect(router)
     return stub, clock, resources, router, registry
 
 

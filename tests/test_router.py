@@ -6,10 +6,12 @@ import random
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
-from twisted.words.xish.utility import EventDispatcher
 
 from client_proxy.dispatch import RandomStrategy
+from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
 from client_proxy.presence import Resources
 from client_proxy.routing import Routing
@@ -29,27 +31,55 @@ class FirstStrategy:
         return resources[0]
 
 
+HEADER = (
+    b"<stream:stream xmlns='jabber:component:accept'"
+    b" xmlns:stream='http://etherx.jabber.org/streams' from='proxy.example.org' id='x'>"
+)
+
+
+class Transport(StringTransport):
+    """A transport that keeps each write, a stanza, apart."""
+
+    def __init__(self, sent):
+        super().__init__()
+        self.sent = sent
+
+    def write(self, data):
+        self.sent.append(data)
+
+
 class Stream:
     """
-    A stub stream with the fast path's interface: IQs come in as
-    attributes and bytes; what the router sends is parsed back into
-    elements.
+    A real XML stream over a string transport, of the kind the router is
+    tested on: the project's fast path (C{FastXmlStream}), or a plain
+    Twisted C{XmlStream} as any Wokkel component has. IQs come in as bytes;
+    what the router sends is parsed back into elements.
     """
 
-    def __init__(self):
-        self.xmlstream = EventDispatcher()
-        self.iqHandler = None
-        self.xmlstream.setIQHandler = self.setIQHandler
+    def __init__(self, fast=True):
+        self.fast = fast
         self.sent = []
-        self.xmlstream.send = self.sent.append
+        self.unhandled = []
 
-    def setIQHandler(self, handler):
-        self.iqHandler = handler
+    def connect(self, router):
+        """A new connection for C{router}, as a reconnect makes."""
+        kind = FastXmlStream if self.fast else xmlstream.XmlStream
+        self.xmlstream = kind(xmlstream.ConnectAuthenticator(COMPONENT))
+        self.xmlstream.makeConnection(Transport(self.sent))
+        self.xmlstream.dataReceived(HEADER)
+        # Last of all: what no handler took.
+        self.xmlstream.addObserver(
+            "/iq", lambda el: getattr(el, "handled", False) or self.unhandled.append(el), -10
+        )
+        self.sent.clear()
+        router.makeConnection(self.xmlstream)
+        router.connectionInitialized()
 
     def receive(self, element):
-        """Deliver C{element} as the fast path would; return whether taken."""
-        inner = "".join(child.toXml() for child in element.elements()).encode()
-        return self.iqHandler(dict(element.attributes), inner)
+        """Deliver C{element}; return whether the router took it."""
+        count = len(self.unhandled)
+        self.xmlstream.dataReceived(element.toXml().encode("utf-8"))
+        return len(self.unhandled) == count
 
     @property
     def output(self):
@@ -85,17 +115,20 @@ def error_of(element):
     return error["type"], next(error.elements()).name
 
 
-@pytest.fixture
-def setup():
-    stub = Stream()
+@pytest.fixture(params=["fast path", "domish"])
+def setup(request):
+    """
+    Every test runs on both paths: one behaviour, whichever stream the
+    router is given.
+    """
+    stub = Stream(fast=request.param == "fast path")
     clock = Clock()
     resources = Resources()
     table = RequestTable(timeout=30, maxPerRequester=3, maxTotal=5, maxPerDomain=5)
     router = IQRouter(
         Routing(COMPONENT, TARGET, resources, FirstStrategy(), clock=clock), table, clock
     )
-    router.makeConnection(stub.xmlstream)
-    router.connectionInitialized()
+    stub.connect(router)
     return stub, clock, resources, router
 
 
@@ -274,8 +307,7 @@ def test_graceful_stop_answers_everything(setup):
 
 def reconnect(router, stub):
     router.connectionLost(None)
-    router.makeConnection(stub.xmlstream)
-    router.connectionInitialized()
+    stub.connect(router)
 
 
 def test_an_answer_on_the_next_connection_is_forwarded(setup):
@@ -300,8 +332,7 @@ def test_expired_while_disconnected_answered_on_the_next_connection(setup):
     router.connectionLost(None)
     clock.advance(31)
     assert stub.sent == [] and len(router.table) == 0
-    router.makeConnection(stub.xmlstream)
-    router.connectionInitialized()
+    stub.connect(router)
     answer = stub.pop()
     assert error_of(answer) == ("wait", "remote-server-timeout")
     assert (answer["to"], answer["id"]) == (USER, "1234")
