@@ -19,5 +19,5 @@ with exitOnError():
     configuration = readConfiguration()
 application = Application("client-proxy")
 makeProcessService(
-    configuration, readConfiguration, startupWarnings(configuration)
+    configuration, startupWarnings(configuration), readConfiguration
 ).setServiceParent(application)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from twisted.logger import FileLogObserver, LogEvent, eventAsText
+from twisted.logger import FileLogObserver, eventAsText
 from twisted.python.logfile import LogFile
 
 #: The log formats of the setting C{log_format}.
@@ -27,7 +27,7 @@ LOG_FORMATS = ("text", "json")
 _LEVELS = {"warn": "warning"}
 
 
-def formatJSON(event: LogEvent) -> str:
+def formatJSON(event: dict[str, Any]) -> str:
     """
     One log event as a line of JSON.
     """

@@ -363,9 +363,10 @@ class IQRouter(RoutingHandler):
         Send the answer to C{request} to its requester.
         """
         type = iq.get("type", "")
-        self.metrics.answerTime(
-            self.clock.seconds() - (request.deadline - self.table.timeout)
-        )
+        if not isinstance(request, OutboundRequest):
+            self.metrics.answerTime(
+                self.clock.seconds() - (request.deadline - self.table.timeout)
+            )
         iq["from"] = request.to
         iq["to"] = request.requester
         try:
@@ -375,7 +376,7 @@ class IQRouter(RoutingHandler):
             self.tally.count("dropped", "answers", "too large", iq.get("to", ""))
             self.answerWithError(request, *_TOO_LARGE, self._tooLargeText("answer"))
             return
-        self.metrics.answerSent(type, errorCondition(inner) if type == "error" else "")
+        self._answerSent(request.requester, type, errorCondition(inner) if type == "error" else "")
 
     def requestFromTargetReceived(self, iq: dict[str, str], inner: bytes) -> None:
         """
@@ -388,6 +389,7 @@ class IQRouter(RoutingHandler):
         the component's bare JID it is a C{bad-request}, as
         mod_client_proxy answers: nobody is behind it.
         """
+        self.metrics.outboundRequestReceived()
         sender = iq["from"]
         addressedTo = iq.get("to", "")
         remote = jat.decode(self.component, addressedTo) or jat.decode(
@@ -542,8 +544,18 @@ class IQRouter(RoutingHandler):
             self.tally.count("dropped", "errors", "too large", recipient)
             return True
         if sent:
-            self.metrics.answerSent("error", condition)
+            self._answerSent(recipient, "error", condition)
         return sent
+
+    def _answerSent(self, recipient: str, type: str, condition: str) -> None:
+        """
+        Count an answer sent to C{recipient}: to a resource of the target,
+        it answers a request the target sent out, counted apart.
+        """
+        if jat.bare(recipient) == self.target:
+            self.metrics.outboundAnswerSent(type, condition)
+        else:
+            self.metrics.answerSent(type, condition)
 
     def answerAllWithError(self, condition: str, errorType: str, text: str) -> int:
         """
@@ -587,7 +599,8 @@ class IQRouter(RoutingHandler):
         """
         self._expiry = None
         for request in self.table.expire(self.clock.seconds()):
-            self.metrics.requestTimedOut()
+            if not isinstance(request, OutboundRequest):
+                self.metrics.requestTimedOut()
             self.tally.count("timed out", "requests", "no answer in time", request.requester)
             error = (
                 request,

@@ -15,22 +15,20 @@ application needs::
 """
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import ILogObserver, Logger
-from twisted.python.components import Componentized
+from twisted.logger import Logger
 from twisted.words.protocols.jabber import component
 from twisted.words.protocols.jabber.jid import JID
-from twisted.web.pages import notFound
-from twisted.web.resource import Resource
 from twisted.web.server import Site
 from wokkel.subprotocols import StreamManager, XMPPHandler
 
@@ -44,11 +42,14 @@ from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
 from client_proxy.keepalive import KeepAlive, StandbyWatch
 from client_proxy.messages import MessageRouter
-from client_proxy.metrics import MetricsResource, NoMetrics, PrometheusMetrics
+from client_proxy.metrics import NoMetrics
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
 from client_proxy.routing import Routing
 from client_proxy.store import StateFileError, openStore
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 #: The settings of a proxy that its running service cannot take in place:
 #: a change restarts the proxy (see L{ProcessService.reload}).
@@ -92,7 +93,7 @@ class ProxyService(Service):
         self,
         config: ProxyConfig,
         reactor: IReactorTime,
-        registry: CollectorRegistry | None = None,
+        registry: "CollectorRegistry | None" = None,
     ) -> None:
         self.config = config
         self.setName(config.jid)
@@ -123,7 +124,7 @@ class ProxyService(Service):
             reactor,
             metrics=NoMetrics()
             if registry is None
-            else PrometheusMetrics(
+            else _prometheus().PrometheusMetrics(
                 config.jid,
                 registry,
                 inFlight=table.__len__,
@@ -315,7 +316,7 @@ class ProxyService(Service):
 def makeService(
     config: ProxyConfig,
     reactor: IReactorTime | None = None,
-    registry: CollectorRegistry | None = None,
+    registry: "CollectorRegistry | None" = None,
 ) -> ProxyService:
     """
     Build the service of one proxy, ready to be started or attached to an
@@ -386,9 +387,6 @@ class ProcessService(MultiService):
 
     @ivar configuration: the configuration it runs with.
     @ivar load: reads the configuration again; C{None} for no reload.
-    @ivar logObserver: the observer twistd logs to, if not its own: set on
-        the application this service is attached to (twistd reads the
-        application's L{ILogObserver} before it starts logging).
     """
 
     log = Logger()
@@ -398,16 +396,16 @@ class ProcessService(MultiService):
         configuration: ProcessConfig,
         reactor: IReactorTime | None = None,
         load: Callable[[], ProcessConfig] | None = None,
-        logObserver: ILogObserver | None = None,
         notify: Callable[[str], object] = systemd.notify,
     ) -> None:
         super().__init__()
         self.configuration = configuration
         self.reactor = _reactor(reactor)
         self.load = load
-        self.logObserver = logObserver
         self.notify = notify
-        self.registry = None if configuration.metrics is None else CollectorRegistry()
+        self.registry = (
+            None if configuration.metrics is None else _prometheus().processRegistry()
+        )
         self._ready = False
         self._previousHangUp: Any = None
         self._reloads = DeferredLock()
@@ -426,16 +424,6 @@ class ProcessService(MultiService):
 
     def proxies(self) -> list[ProxyService]:
         return [s for s in self if isinstance(s, ProxyService)]
-
-    def setServiceParent(self, parent) -> None:
-        """
-        Attached to an application (what twistd does with the plugin's
-        service, and C{proxy.tac} with its own), make L{logObserver} the
-        application's L{ILogObserver}, which twistd logs to.
-        """
-        if self.logObserver is not None and isinstance(parent, Componentized):
-            parent.setComponent(ILogObserver, self.logObserver)
-        super().setServiceParent(parent)
 
     def startService(self) -> None:
         """
@@ -616,23 +604,75 @@ def makeProxiesService(
     each with its own component connection, named by its JID.
 
     @param metrics: a Twisted server endpoint string where the metrics of
-        every proxy are served (L{makeMetricsService}), as a child named
-        C{metrics}; C{None} for no metrics.
+        every proxy and of the process are served (L{makeMetricsService}),
+        as a child named C{metrics}; C{None} for no metrics.
+    @raise ConfigError: metrics are asked for, and C{prometheus_client} is
+        missing.
     """
     return ProcessService(ProcessConfig(tuple(configs), metrics), reactor)
 
 
 def makeMetricsService(
-    endpoint: str, registry: CollectorRegistry, reactor: IReactorTime | None = None
+    endpoint: str, registry: "CollectorRegistry", reactor: IReactorTime | None = None
 ) -> Service:
     """
-    Serve the metrics of C{registry} in the Prometheus text format over
-    HTTP at C{/metrics} on C{endpoint}, a Twisted server endpoint string
-    such as C{tcp:9100:interface=127.0.0.1}; every other path is not found.
+    Serve the metrics of C{registry} over HTTP on C{endpoint}, a Twisted
+    server endpoint string such as C{tcp:9100:interface=127.0.0.1}: at
+    C{/metrics} in the Prometheus text format, and the health of its
+    proxies at C{/healthz} (L{client_proxy.prometheus.HealthResource});
+    every other path is not found.
+
+    @raise ConfigError: when the service starts, if it cannot listen.
     """
-    root = Resource()
-    root.getChild = lambda path, request: notFound()
-    root.putChild(b"metrics", MetricsResource(registry))
-    site = Site(root)
+    site = Site(_prometheus().metricsRoot(registry))
     site.log = lambda request: None  # no access-log line at every scrape
-    return strports.service(endpoint, site, reactor=reactor)
+    return MetricsServer(endpoint, site, reactor)
+
+
+class MetricsServer(MultiService):
+    """
+    The HTTP server of the metrics, listening on C{endpoint} from the
+    start (twistd's privileged start, before it drops privileges).
+
+    A port it cannot listen on, in use or not allowed, is a configuration
+    error naming the endpoint (L{ConfigError}), not a traceback.
+    """
+
+    def __init__(self, endpoint: str, site: Site, reactor: IReactorTime | None) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        strports.service(endpoint, site, reactor=reactor).setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        with self._listening():
+            super().privilegedStartService()
+
+    def startService(self) -> None:
+        # Listens now if the privileged start did not happen (outside twistd).
+        with self._listening():
+            super().startService()
+
+    @contextmanager
+    def _listening(self) -> Iterator[None]:
+        try:
+            yield
+        except CannotListenError as e:
+            raise ConfigError(
+                "metrics: cannot listen on %s: %s" % (self.endpoint, e.socketError)
+            ) from None
+
+
+def _prometheus():
+    """
+    The module L{client_proxy.prometheus}, which needs C{prometheus_client}.
+
+    @raise ConfigError: C{prometheus_client} cannot be imported.
+    """
+    try:
+        from client_proxy import prometheus
+    except ImportError as e:
+        raise ConfigError(
+            "serving metrics needs the Python package prometheus_client (%s): "
+            "pip install 'client-proxy[metrics]'" % (e,)
+        )
+    return prometheus

@@ -6,16 +6,17 @@ by its C{CLIENT_PROXY_*} variable, the command line winning.
 """
 
 import os
-from collections.abc import Iterator, Mapping
+import platform
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from collections.abc import Callable
-
-from twisted.application.service import IService
-from twisted.logger import Logger
+import twisted
+from twisted.application.service import IService, MultiService
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 
-from client_proxy import config
+from client_proxy import __version__, config
 from client_proxy.logs import jsonLogObserver, twistdLogFile
 from client_proxy.store import StateFileError
 from client_proxy.service import ProcessService
@@ -57,6 +58,16 @@ class Options(usage.Options):
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         super().__init__()
         self.environ = environ
+
+    def opt_version(self) -> None:
+        """
+        Print the versions of client-proxy, Twisted and Python, and exit.
+        """
+        print(
+            "client-proxy %s (Twisted %s, Python %s)"
+            % (__version__, twisted.__version__, platform.python_version())
+        )
+        raise SystemExit(0)
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         with exitOnError():
@@ -100,15 +111,16 @@ def exitOnError() -> Iterator[None]:
 
 def makeProcessService(
     configuration: config.ProcessConfig,
-    load: Callable[[], config.ProcessConfig],
     warnings: list[str],
+    load: Callable[[], config.ProcessConfig] | None = None,
     twistdOptions: Mapping[str, object] | None = None,
 ) -> IService:
     """
-    The service of every proxy of C{configuration}, and of the metrics;
-    C{load} reads the configuration again on SIGHUP, and C{warnings} are
-    logged once.
+    The service of every proxy of C{configuration}, and of the metrics, as
+    twistd runs it (L{TwistdService}); C{warnings} are logged once.
 
+    @param load: reads the configuration again on SIGHUP; C{None} for no
+        reload.
     @param twistdOptions: twistd's own options, which say where its log
         goes (for C{--log-format json}); C{None} for standard output.
     """
@@ -116,10 +128,57 @@ def makeProcessService(
     if configuration.logFormat == "json":
         observer = jsonLogObserver(twistdLogFile(twistdOptions))
     with exitOnError():
-        service = ProcessService(configuration, load=load, logObserver=observer)
+        service = ProcessService(configuration, load=load)
     for warning in warnings:
         log.warn("{warning}", warning=warning)
-    return service
+    process = TwistdService(observer)
+    service.setServiceParent(process)
+    return process
+
+
+class TwistdService(MultiService):
+    """
+    The services of the process, as twistd runs them. A configuration
+    error found only when twistd starts them, such as a metrics port in
+    use, ends twistd as one found before (L{exitOnError}): one line, exit
+    status 1.
+
+    @ivar logObserver: the observer twistd logs to, if not its own
+        (C{--log-format json}).
+    """
+
+    def __init__(self, logObserver: ILogObserver | None = None) -> None:
+        super().__init__()
+        self.logObserver = logObserver
+
+    def setServiceParent(self, parent) -> None:
+        """
+        Attached to an application (what twistd does with the plugin's
+        service, and C{proxy.tac} with its own), make L{logObserver} the
+        application's L{ILogObserver}: twistd reads it before it starts
+        logging.
+        """
+        if self.logObserver is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.logObserver)
+        super().setServiceParent(parent)
+
+    def privilegedStartService(self) -> None:
+        # twistd's first call to the services, once it runs as a daemon.
+        try:
+            with exitOnError():
+                super().privilegedStartService()
+        except SystemExit as e:
+            raise StartFailed(e.code) from None
+
+
+class StartFailed(SystemExit, Exception):
+    """
+    An exit with one line, as L{SystemExit}, that twistd's start-up also
+    catches as an L{Exception}: it then removes its pid file and, run as a
+    daemon, tells the parent process waiting for the start, which prints
+    the line and exits with status 1 (on a bare C{SystemExit} it would wait
+    for ever).
+    """
 
 
 def makeService(options: Options) -> IService:
@@ -128,7 +187,7 @@ def makeService(options: Options) -> IService:
     """
     return makeProcessService(
         options["configuration"],
-        options.load,
         options["warnings"],
+        options.load,
         getattr(options, "parent", None),
     )

@@ -30,7 +30,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from client_proxy.config import ConfigError, fromEnvironment
-from client_proxy.metrics import MetricsResource
+from client_proxy.prometheus import MetricsResource
 from client_proxy.service import makeService
 
 

@@ -488,7 +488,7 @@ def test_a_state_file_that_is_no_database_stops_the_start(tmp_path):
     garbage.write_text("not a database, " * 100)
     proxy = build(stateFile=str(garbage))
     with pytest.raises(SystemExit) as raised:
-        makeProcessService(process(proxy), lambda: process(proxy), [])
+        makeProcessService(process(proxy), [])
     assert str(raised.value).startswith("client-proxy: ")
     assert str(garbage) in str(raised.value) and "\n" not in str(raised.value)
 

@@ -2,18 +2,19 @@
 --log-format json: the lines, where they go, and how twistd is told.
 """
 
+import dataclasses
 import io
 import json
 import sys
 
 import pytest
 from twisted.application.service import Application
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import FileLogObserver, ILogObserver, Logger
 from twisted.python.logfile import LogFile
 
 from client_proxy.config import ConfigError, ProcessConfig, build, commandLine, load
-from client_proxy.logs import jsonLogObserver, twistdLogFile
-from client_proxy.service import ProcessService
+from client_proxy.logs import formatJSON, jsonLogObserver, twistdLogFile
+from client_proxy.tap import makeProcessService
 
 
 def test_one_json_object_a_line():
@@ -63,12 +64,19 @@ def test_where_the_lines_go(tmp_path):
 
 def test_the_application_logs_through_the_observer():
     """twistd reads the application's ILogObserver before it logs."""
-    observer = jsonLogObserver(io.StringIO())
     application = Application("client-proxy")
-    configuration = ProcessConfig((build(jid="proxy.example.org", target="s@example.org",
-                                         secret="s", environ={}),))
-    ProcessService(configuration, logObserver=observer).setServiceParent(application)
-    assert application.getComponent(ILogObserver) is observer
+    configuration = ProcessConfig(
+        (build(jid="proxy.example.org", target="s@example.org", secret="s", environ={}),),
+        logFormat="json",
+    )
+    makeProcessService(configuration, []).setServiceParent(application)
+    observer = application.getComponent(ILogObserver)
+    assert isinstance(observer, FileLogObserver)
+    assert observer.formatEvent is formatJSON
+    text = makeProcessService(dataclasses.replace(configuration, logFormat="text"), [])
+    other = Application("client-proxy")
+    text.setServiceParent(other)
+    assert other.getComponent(ILogObserver) is None, "twistd's own"
 
 
 def test_the_setting():

@@ -1,8 +1,12 @@
 """
 Metrics end to end: a twistd process of the installed package serving
-/metrics while requests flow through a private Prosody.
+/metrics and /healthz while requests flow through a private Prosody; the
+errors of a metrics port in use and of a missing prometheus_client.
 """
 
+import json
+import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -10,8 +14,8 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import COMPONENT, online, user
-from tests.support.prosody import free_port
-from tests.support.proxy import ROOT, ProxyProcess, run_twistd
+from tests.support.prosody import Prosody, free_port
+from tests.support.proxy import ROOT, TWISTD, ProxyProcess, client_proxy, run_twistd
 from tests.support.xmpp import Responder, error_condition
 
 
@@ -196,3 +200,136 @@ def test_a_bad_metrics_endpoint_in_the_environment():
     assert code != 0
     assert "CLIENT_PROXY_METRICS 'tcp:notaport' does not parse" in output
     assert "Traceback" not in output
+
+
+def health(port):
+    """What http://127.0.0.1:PORT/healthz answers: status and JSON body."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % (port,), timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def wait_for_health(port, status, timeout=15.0):
+    """Wait until /healthz answers C{status}; return its body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answered, body = health(port)
+        except urllib.error.URLError:
+            answered = body = None
+        if answered == status:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError("/healthz answers %r: %r, not %d" % (answered, body, status))
+        time.sleep(0.05)
+
+
+def test_health_through_a_server_restart():
+    """
+    /healthz is 200 while the component is authenticated, and says whether
+    the target is online; 503 while the server is down; 200 again once the
+    proxy is back.
+    """
+    with Prosody() as server:
+        port = free_port()
+        target = "health@example.org"
+        p = client_proxy(server, target, "--metrics", "tcp:%d:interface=127.0.0.1" % port).start()
+        try:
+            body = wait_for_health(port, 200)
+            assert body == {
+                "healthy": True,
+                "proxies": {
+                    COMPONENT: {"connected": True, "target_online": False, "resources_online": 0}
+                },
+            }
+            service = Responder(server.c2s_port, "health", "a").connect()
+            online(p, service.jid)
+            assert health(port)[1]["proxies"][COMPONENT]["target_online"] is True
+
+            server.stop()
+            p.wait_for_log("Disconnected from")
+            body = wait_for_health(port, 503)
+            assert body["healthy"] is False
+            assert body["proxies"][COMPONENT]["connected"] is False
+            service.kill()
+
+            server.start()
+            p.wait_for_log("Authenticated as", count=2, timeout=15)
+            assert wait_for_health(port, 200)["proxies"][COMPONENT]["connected"] is True
+        finally:
+            p.remove()
+
+
+def listening():
+    """A socket listening on a free loopback port, and its endpoint string."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return taken, "tcp:%d:interface=127.0.0.1" % (taken.getsockname()[1],)
+
+
+PROXY = ["client-proxy", "--jid", COMPONENT, "--target", "s@example.org", "--secret-file",
+         __file__, "--endpoint", "tcp:host=127.0.0.1:port=1"]
+
+
+def test_a_metrics_port_in_use():
+    """One line and exit status 1, not a traceback."""
+    taken, endpoint = listening()
+    with taken:
+        code, output = run_twistd(PROXY + ["--metrics", endpoint])
+    assert code == 1
+    [line] = [line for line in output.splitlines() if "client-proxy:" in line]
+    assert line.endswith(
+        "client-proxy: metrics: cannot listen on %s: [Errno 98] Address already in use"
+        % (endpoint,)
+    )
+    assert "Traceback" not in output
+
+
+def test_a_metrics_port_in_use_as_a_daemon(tmp_path):
+    """
+    Daemonized, twistd's parent process says so and exits with status 1,
+    rather than wait for ever; the pid file is removed.
+    """
+    taken, endpoint = listening()
+    with taken:
+        done = subprocess.run(
+            [TWISTD, "--pidfile", "twistd.pid", "-l", "twistd.log", *PROXY, "--metrics", endpoint],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    # twistd's parent prints the first 100 bytes; the daemon, as it exits
+    # (after it removed its pid file), the line in its log.
+    assert "client-proxy: metrics: cannot listen on tcp:" in done.stdout + done.stderr
+    line = "client-proxy: metrics: cannot listen on %s: [Errno 98]" % (endpoint,)
+    log = tmp_path / "twistd.log"
+    deadline = time.monotonic() + 10
+    while line not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    assert "Traceback" not in log.read_text()
+    assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_without_prometheus_client(tmp_path):
+    """
+    Without the metrics extra the proxy runs, and --metrics is a
+    configuration error saying what to install.
+    """
+    (tmp_path / "prometheus_client.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'prometheus_client'\")\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path)}
+    code, output = run_twistd(["client-proxy", "--help"], env=env)
+    assert code == 0 and "--metrics=" in output, output
+    code, output = run_twistd(PROXY + ["--metrics", "tcp:0:interface=127.0.0.1"], env=env)
+    assert code == 1
+    assert output.strip() == (
+        "client-proxy: serving metrics needs the Python package prometheus_client "
+        "(No module named 'prometheus_client'): pip install 'client-proxy[metrics]'"
+    ), output

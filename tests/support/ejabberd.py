@@ -128,9 +128,14 @@ while True:
 
 def ejabberd_available() -> bool:
     """
-    Whether C{ejabberdctl} and C{epmd} are installed.
+    Whether C{ejabberdctl} and C{epmd} are installed, and servers are
+    wanted (see L{tests.support.prosody.prosody_available}).
     """
-    return shutil.which(EJABBERDCTL) is not None and os.access(EPMD, os.X_OK)
+    return (
+        shutil.which(EJABBERDCTL) is not None
+        and os.access(EPMD, os.X_OK)
+        and not os.environ.get("TESTS_WITHOUT_SERVERS")
+    )
 
 
 def yaml_string(text: str) -> str:

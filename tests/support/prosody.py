@@ -43,9 +43,11 @@ VirtualHost "{domain}"
 
 def prosody_available() -> bool:
     """
-    Whether the C{prosody} binary is on C{PATH}.
+    Whether the C{prosody} binary is on C{PATH}, and servers are wanted:
+    C{TESTS_WITHOUT_SERVERS} set runs only the tests that need none
+    (scripts/test-lowest).
     """
-    return shutil.which("prosody") is not None
+    return shutil.which("prosody") is not None and not os.environ.get("TESTS_WITHOUT_SERVERS")
 
 
 def free_port() -> int:
@@ -134,6 +136,10 @@ class Prosody:
         @raise RuntimeError: Prosody exited or was not listening in time; the
             message has its output and the end of its log.
         """
+        if os.environ.get("TESTS_WITHOUT_SERVERS"):
+            import pytest
+
+            pytest.skip("needs Prosody: TESTS_WITHOUT_SERVERS is set")
         self.write_config()
         # Not `runuser`: on SIGTERM it sleeps 2 s before it exits.
         as_user = {}
