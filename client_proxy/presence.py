@@ -9,7 +9,7 @@ probes (section 4.3) and presence broadcast (sections 4.4 and 4.5).
 
 from collections.abc import Collection
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.jid import JID
 from wokkel.xmppim import PresenceProtocol
@@ -172,6 +172,20 @@ class Resources:
             index.forgotten()
 
 
+def _priority(presence) -> int:
+    """
+    The priority of an available presence (RFC 6121, 4.7.2.3): 0 without
+    one, or when it is not a number.
+    """
+    for child in presence.children:
+        if getattr(child, "name", None) == "priority" and child.uri == presence.uri:
+            try:
+                return int(str(child))
+            except ValueError:
+                return 0
+    return 0
+
+
 class TargetPresenceHandler(PresenceProtocol):
     """
     Subscribes to the target's presence and tracks its resources.
@@ -211,9 +225,10 @@ class TargetPresenceHandler(PresenceProtocol):
         self.target = target
         self.resources = resources
         self.clock = clock
+        self._target = target.userhost()
         self.hasSubscription = False
         self._refusals = 0
-        self._askAgain = None
+        self._askAgain: IDelayedCall | None = None
 
     def connectionInitialized(self) -> None:
         super().connectionInitialized()
@@ -244,28 +259,51 @@ class TargetPresenceHandler(PresenceProtocol):
         """
         Presence from the target is tracked; presence from others is left
         to the component's contact handler.
+
+        Available and unavailable presence is read here, straight from the
+        element, with the sender's address as the server wrote it (see
+        L{client_proxy.jat}): it comes by the thousand when a fleet of
+        resources approves the subscription, since the server sends the
+        presence of every online resource after each approval (RFC 6121,
+        3.1.5). The rest goes through Wokkel's parsing.
         """
-        if bare(element.getAttribute("from", "")) == self.target.userhost():
+        sender = element.getAttribute("from", "")
+        if bare(sender) != self._target:
+            return
+        presenceType = element.getAttribute("type")
+        if presenceType is None:
+            self.availableFrom(sender, _priority(element))
+        elif presenceType == "unavailable":
+            self.unavailableFrom(sender)
+        else:
             super()._onPresence(element)
 
-    def availableReceived(self, presence) -> None:
-        if presence.sender.resource is None:
+    def availableFrom(self, sender: str, priority: int) -> None:
+        """
+        Available presence (RFC 6121, 4.2 and 4.4): a resource is online,
+        or announces another priority. Nothing is logged for a resource
+        already known: the same presence may come many times.
+        """
+        if "/" not in sender:
             return
-        resource = presence.sender.full()
-        if resource not in self.resources:
-            self.log.info("Resource online: {resource}", resource=resource)
-        self.resources.available(resource, presence.priority)
+        if sender not in self.resources:
+            self.log.info("Resource online: {resource}", resource=sender)
+        self.resources.available(sender, priority)
 
-    def unavailableReceived(self, presence) -> None:
-        if presence.sender.resource is None:
-            # RFC 6121, 4.3.2: the answer to a probe (or a subscription
-            # request) while the target has no available resource.
+    def unavailableFrom(self, sender: str) -> None:
+        """
+        Unavailable presence (RFC 6121, 4.5): from a resource, it is
+        offline; from the bare JID, the answer to a probe (or a
+        subscription request) while the target has no available resource
+        (4.3.2).
+        """
+        if "/" not in sender:
             if self.resources:
                 self.log.info("The target went offline")
             self.resources.clear()
-        elif presence.sender.full() in self.resources:
-            self.log.info("Resource offline: {resource}", resource=presence.sender.full())
-            self.resources.unavailable(presence.sender.full())
+        elif sender in self.resources:
+            self.log.info("Resource offline: {resource}", resource=sender)
+            self.resources.unavailable(sender)
 
     def errorReceived(self, presence) -> None:
         """
@@ -280,6 +318,19 @@ class TargetPresenceHandler(PresenceProtocol):
         self.resources.clear()
 
     def subscribedReceived(self, presence) -> None:
+        """
+        The subscription exists: probe for the resources online (RFC 6121,
+        4.3), once for each change of the subscription's state.
+
+        Each resource of the target that approves the request sends a
+        C{subscribed}, and the server answers each one with the presence of
+        every online resource: a fleet of N workers that all approve
+        brings N**2 presence stanzas. A probe for each approval would bring
+        as many again; the repeated approvals change nothing, and are not
+        even logged.
+        """
+        if self.hasSubscription:
+            return
         self.log.info(
             "{target} approved the presence subscription; probing its resources",
             target=self.target.full(),

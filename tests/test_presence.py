@@ -155,6 +155,26 @@ def test_probes_only_once_subscribed(setup):
     assert (probe["type"], probe["to"], probe["from"]) == ("probe", TARGET, COMPONENT)
 
 
+def test_probes_once_per_change_of_the_subscription(setup):
+    """
+    Every resource of a fleet approving brings a C{subscribed}: one probe
+    for all of them, and one more only after the subscription was lost.
+    """
+    stub, resources, recorder, handler = setup
+    for _ in range(20):
+        stub.send(presence(TARGET, "subscribed"))
+    assert len(sent(stub, "probe")) == 1
+    stub.send(presence(TARGET, "unsubscribed"))
+    stub.send(presence(TARGET, "subscribed"))
+    stub.send(presence(TARGET, "subscribed"))
+    assert len(sent(stub, "probe")) == 2
+    handler.connectionLost(None)
+    handler.makeConnection(stub.xmlstream)
+    handler.connectionInitialized()
+    stub.send(presence(TARGET, "subscribed"))
+    assert len(sent(stub, "probe")) == 3, "a new stream, asked again"
+
+
 def test_tracks_available_and_unavailable(setup):
     stub, resources, recorder, handler = setup
     stub.send(presence(TARGET + "/a", priority=3))
@@ -163,6 +183,38 @@ def test_tracks_available_and_unavailable(setup):
     assert resources.priority(TARGET + "/a") == 3
     stub.send(presence(TARGET + "/a", "unavailable"))
     assert list(resources.online()) == [TARGET + "/b"]
+
+
+@pytest.mark.parametrize("text, expected", [("-5", -5), (" 12 ", 12), ("high", 0), ("", 0)])
+def test_priority(setup, text, expected):
+    """
+    RFC 6121, 4.7.2.3: an integer; what is not one counts as 0.
+    """
+    stub, resources, recorder, handler = setup
+    element = presence(TARGET + "/a")
+    element.addElement("priority", content=text)
+    stub.send(element)
+    assert resources.priority(TARGET + "/a") == expected
+
+
+def test_repeated_presence_changes_nothing(setup):
+    """
+    The server repeats every resource's presence after each approval: a
+    resource already known is neither announced nor logged again.
+    """
+    stub, resources, recorder, handler = setup
+    logged = []
+    handler.log = type(handler.log)(observer=logged.append)
+    for _ in range(3):
+        stub.send(presence(TARGET + "/a", priority=1))
+    assert recorder.events == [("online", TARGET + "/a")]
+    assert len(logged) == 1
+
+
+def test_available_presence_from_the_bare_jid_is_not_a_resource(setup):
+    stub, resources, recorder, handler = setup
+    stub.send(presence(TARGET))
+    assert list(resources.online()) == []
 
 
 @pytest.mark.parametrize(
