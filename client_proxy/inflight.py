@@ -11,6 +11,7 @@ Time is passed in, never read, so the table can be driven by any clock.
 """
 
 from collections import deque
+from collections.abc import Callable
 
 from client_proxy.jat import bare, domain
 
@@ -151,6 +152,18 @@ class RequestTable:
         self._perDomain: dict[str, int] = {}
         self._deadlines: deque[Request] = deque()
         self._aliases: dict[str, Request] = {}
+        self._pendingObservers: list[Callable[[str, int], None]] = []
+
+    def observePending(self, observer: Callable[[str, int], None]) -> None:
+        """
+        Call C{observer(resource, count)} at every change of the number of
+        requests in flight at a resource, with the new number.
+        """
+        self._pendingObservers.append(observer)
+
+    def _pendingChanged(self, resource: str, count: int) -> None:
+        for observer in self._pendingObservers:
+            observer(resource, count)
 
     def __len__(self) -> int:
         return len(self._requests)
@@ -215,7 +228,9 @@ class RequestTable:
         self._requests[key] = request
         if isinstance(request, OutboundRequest):
             self._aliases[request.alias] = request
-        self._byResource.setdefault(request.resource, {})[key] = request
+        held = self._byResource.setdefault(request.resource, {})
+        held[key] = request
+        self._pendingChanged(request.resource, len(held))
         jid = bare(request.requester)
         self._perRequester[jid] = self._perRequester.get(jid, 0) + 1
         host = domain(jid)
@@ -290,6 +305,7 @@ class RequestTable:
             del self._aliases[request.alias]
         held = self._byResource[request.resource]
         del held[key]
+        self._pendingChanged(request.resource, len(held))
         if not held:
             del self._byResource[request.resource]
         jid = bare(request.requester)
@@ -303,10 +319,13 @@ class RequestTable:
         key = (request.requester, request.stanzaID)
         held = self._byResource[request.resource]
         del held[key]
+        self._pendingChanged(request.resource, len(held))
         if not held:
             del self._byResource[request.resource]
         request.resource = resource
-        self._byResource.setdefault(resource, {})[key] = request
+        held = self._byResource.setdefault(resource, {})
+        held[key] = request
+        self._pendingChanged(resource, len(held))
 
     def pendingAt(self, resource: str) -> int:
         """
@@ -362,6 +381,8 @@ class RequestTable:
         """
         requests = list(self._requests.values())
         self._requests.clear()
+        for resource in self._byResource:
+            self._pendingChanged(resource, 0)
         self._byResource.clear()
         self._perRequester.clear()
         self._perDomain.clear()

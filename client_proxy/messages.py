@@ -69,7 +69,7 @@ class MessageRouter(RoutingHandler):
             return
         to = message.getAttribute("to", self.component)
         message["from"] = translated
-        message["to"] = self.strategy.choose(online, sender)
+        message["to"] = self.strategy.choose(sender)
         self._send(message, translated, sender, to)
 
     def messageFromTargetReceived(self, message: domish.Element) -> None:

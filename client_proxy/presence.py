@@ -7,11 +7,13 @@ gives the rules followed here: presence subscription (section 3), presence
 probes (section 4.3) and presence broadcast (sections 4.4 and 4.5).
 """
 
-from twisted.internet.interfaces import IReactorTime
+from collections.abc import Collection
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.jid import JID
 from wokkel.xmppim import PresenceProtocol
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from client_proxy.jat import bare
 
@@ -32,28 +34,81 @@ class IResourceObserver(Interface):
         """
 
 
+class IResourceIndex(IResourceObserver):
+    """
+    A structure kept over a set of resources (a dispatch strategy's): told
+    of every change, including those the other observers need not hear of.
+    """
+
+    def priorityChanged(resource: str) -> None:
+        """
+        C{resource}, in the set, announced another presence priority.
+        """
+
+    def forgotten() -> None:
+        """
+        Every resource left the set at once, silently (the stream is gone):
+        start again from an empty set.
+        """
+
+
+class IResourceSet(Interface):
+    """
+    A set of the target's resources that tells its observers of every
+    change, so that they can keep structures of their own over it (the
+    dispatch strategies do).
+    """
+
+    def addObserver(observer: IResourceObserver) -> None:
+        """
+        Tell C{observer} of every resource that joins or leaves the set
+        from now on; of every change of priority, and of the set being
+        forgotten, too, if it provides L{IResourceIndex}.
+        """
+
+    def online() -> Collection[str]:
+        """
+        The resources in the set, a live view: in the order they joined.
+        """
+
+    def priority(resource: str) -> int:
+        """
+        The presence priority of C{resource}, which is in the set.
+        """
+
+
+@implementer(IResourceSet)
 class Resources:
     """
     The online resources of the target, with their presence priorities.
 
-    Pure state, free of I/O. Resources are kept in the order they came
-    online; L{online} is a tuple rebuilt only when the set changes, since it
-    is read for every request and changes rarely.
+    Pure state, free of I/O. Every change costs O(1) plus what its
+    observers do: nothing here is rebuilt from all the resources, so that a
+    target with thousands of resources (a fleet of workers) joining and
+    leaving stays cheap.
     """
 
     def __init__(self) -> None:
         self._priorities: dict[str, int] = {}
-        self._online: tuple[str, ...] = ()
         self._observers: list[IResourceObserver] = []
+        self._indexes: list[IResourceIndex] = []
 
     def addObserver(self, observer: IResourceObserver) -> None:
-        self._observers.append(observer)
+        """
+        Tell C{observer} of every change from now on: the indexes first,
+        so that the others find them up to date.
+        """
+        if IResourceIndex.providedBy(observer):
+            self._indexes.append(observer)
+        else:
+            self._observers.append(observer)
 
-    def online(self) -> tuple[str, ...]:
+    def online(self) -> Collection[str]:
         """
-        The full JIDs of the online resources.
+        The full JIDs of the online resources, in the order they came
+        online: a live view, which costs nothing to get.
         """
-        return self._online
+        return self._priorities.keys()
 
     def priority(self, resource: str) -> int:
         return self._priorities[resource]
@@ -66,15 +121,21 @@ class Resources:
 
     def available(self, resource: str, priority: int = 0) -> None:
         """
-        C{resource} sent available presence; a repeated one updates the
+        C{resource} sent available presence; a repeated one may change the
         priority.
         """
-        isNew = resource not in self._priorities
+        old = self._priorities.get(resource)
+        if old == priority:
+            return
         self._priorities[resource] = priority
-        if isNew:
-            self._online = tuple(self._priorities)
+        if old is None:
+            for index in self._indexes:
+                index.resourceOnline(resource)
             for observer in self._observers:
                 observer.resourceOnline(resource)
+        else:
+            for index in self._indexes:
+                index.priorityChanged(resource)
 
     def unavailable(self, resource: str) -> None:
         """
@@ -82,16 +143,18 @@ class Resources:
         """
         if self._priorities.pop(resource, None) is None:
             return
-        self._online = tuple(self._priorities)
+        for index in self._indexes:
+            index.resourceOffline(resource)
         for observer in self._observers:
             observer.resourceOffline(resource)
 
     def clear(self) -> None:
         """
-        Every resource went offline at once: the observers hear of each one
-        once none is online any more, so that none is chosen in between.
+        Every resource went offline at once: the indexes are emptied, then
+        the other observers hear of each one, so that none is chosen in
+        between.
         """
-        gone = self._online
+        gone = list(self._priorities)
         self.forget()
         for resource in gone:
             for observer in self._observers:
@@ -99,13 +162,28 @@ class Resources:
 
     def forget(self) -> None:
         """
-        Drop every resource without telling the observers.
+        Drop every resource without telling the observers but the indexes.
 
         Used when the stream is gone: nothing can be sent about them any
         more, and they are learned again on the next connection.
         """
         self._priorities.clear()
-        self._online = ()
+        for index in self._indexes:
+            index.forgotten()
+
+
+def _priority(presence) -> int:
+    """
+    The priority of an available presence (RFC 6121, 4.7.2.3): 0 without
+    one, or when it is not a number.
+    """
+    for child in presence.children:
+        if getattr(child, "name", None) == "priority" and child.uri == presence.uri:
+            try:
+                return int(str(child))
+            except ValueError:
+                return 0
+    return 0
 
 
 class TargetPresenceHandler(PresenceProtocol):
@@ -147,9 +225,10 @@ class TargetPresenceHandler(PresenceProtocol):
         self.target = target
         self.resources = resources
         self.clock = clock
+        self._target = target.userhost()
         self.hasSubscription = False
         self._refusals = 0
-        self._askAgain = None
+        self._askAgain: IDelayedCall | None = None
 
     def connectionInitialized(self) -> None:
         super().connectionInitialized()
@@ -180,28 +259,51 @@ class TargetPresenceHandler(PresenceProtocol):
         """
         Presence from the target is tracked; presence from others is left
         to the component's contact handler.
+
+        Available and unavailable presence is read here, straight from the
+        element, with the sender's address as the server wrote it (see
+        L{client_proxy.jat}): it comes by the thousand when a fleet of
+        resources approves the subscription, since the server sends the
+        presence of every online resource after each approval (RFC 6121,
+        3.1.5). The rest goes through Wokkel's parsing.
         """
-        if bare(element.getAttribute("from", "")) == self.target.userhost():
+        sender = element.getAttribute("from", "")
+        if bare(sender) != self._target:
+            return
+        presenceType = element.getAttribute("type")
+        if presenceType is None:
+            self.availableFrom(sender, _priority(element))
+        elif presenceType == "unavailable":
+            self.unavailableFrom(sender)
+        else:
             super()._onPresence(element)
 
-    def availableReceived(self, presence) -> None:
-        if presence.sender.resource is None:
+    def availableFrom(self, sender: str, priority: int) -> None:
+        """
+        Available presence (RFC 6121, 4.2 and 4.4): a resource is online,
+        or announces another priority. Nothing is logged for a resource
+        already known: the same presence may come many times.
+        """
+        if "/" not in sender:
             return
-        resource = presence.sender.full()
-        if resource not in self.resources:
-            self.log.info("Resource online: {resource}", resource=resource)
-        self.resources.available(resource, presence.priority)
+        if sender not in self.resources:
+            self.log.info("Resource online: {resource}", resource=sender)
+        self.resources.available(sender, priority)
 
-    def unavailableReceived(self, presence) -> None:
-        if presence.sender.resource is None:
-            # RFC 6121, 4.3.2: the answer to a probe (or a subscription
-            # request) while the target has no available resource.
+    def unavailableFrom(self, sender: str) -> None:
+        """
+        Unavailable presence (RFC 6121, 4.5): from a resource, it is
+        offline; from the bare JID, the answer to a probe (or a
+        subscription request) while the target has no available resource
+        (4.3.2).
+        """
+        if "/" not in sender:
             if self.resources:
                 self.log.info("The target went offline")
             self.resources.clear()
-        elif presence.sender.full() in self.resources:
-            self.log.info("Resource offline: {resource}", resource=presence.sender.full())
-            self.resources.unavailable(presence.sender.full())
+        elif sender in self.resources:
+            self.log.info("Resource offline: {resource}", resource=sender)
+            self.resources.unavailable(sender)
 
     def errorReceived(self, presence) -> None:
         """
@@ -216,6 +318,19 @@ class TargetPresenceHandler(PresenceProtocol):
         self.resources.clear()
 
     def subscribedReceived(self, presence) -> None:
+        """
+        The subscription exists: probe for the resources online (RFC 6121,
+        4.3), once for each change of the subscription's state.
+
+        Each resource of the target that approves the request sends a
+        C{subscribed}, and the server answers each one with the presence of
+        every online resource: a fleet of N workers that all approve
+        brings N**2 presence stanzas. A probe for each approval would bring
+        as many again; the repeated approvals change nothing, and are not
+        even logged.
+        """
+        if self.hasSubscription:
+            return
         self.log.info(
             "{target} approved the presence subscription; probing its resources",
             target=self.target.full(),

@@ -226,7 +226,13 @@ class IQRouter(RoutingHandler):
                 stanzaID, addressedTo, requester, *_TOO_LARGE, self._tooLargeText("request")
             )
             return
-        resource = self.strategy.choose(online, requester)
+        resource = self.strategy.choose(requester)
+        if resource is None:
+            self._refused(requester, "no_resource")
+            self._sendError(
+                stanzaID, addressedTo, requester, "service-unavailable", "cancel", "no resource"
+            )
+            return
         addresses = dict(
             requester=requester, stanzaID=stanzaID, to=addressedTo, resource=resource
         )
@@ -337,20 +343,19 @@ class IQRouter(RoutingHandler):
             or not isBounce(inner)
         ):
             return False
-        others = tuple(r for r in self.resources.online() if r != request.resource)
-        if not others:
+        moved = self.strategy.choose(request.requester, exclude=request.resource)
+        if moved is None:
             return False
         request.triedElsewhere = True
-        self._sendElsewhere(request, others, "bounced")
+        self._sendElsewhere(request, moved, "bounced")
         return True
 
     def _sendElsewhere(
-        self, request: ForwardedGet, candidates: tuple[str, ...], why: str
+        self, request: ForwardedGet, moved: str, why: str
     ) -> None:
         """
-        Send the get C{request} again, to one of C{candidates}.
+        Send the get C{request} again, to C{moved}.
         """
-        moved = self.strategy.choose(candidates, request.requester)
         self.tally.count("retried", "gets", why, request.requester)
         self.table.move(request, moved)
         self.metrics.requestRetried()
@@ -465,9 +470,13 @@ class IQRouter(RoutingHandler):
                 count=len(held),
             )
         for request in held:
-            online = self.resources.online()
-            if isinstance(request, ForwardedGet) and online:
-                self._sendElsewhere(request, online, "went offline")
+            moved = (
+                self.strategy.choose(request.requester, exclude=resource)
+                if isinstance(request, ForwardedGet)
+                else None
+            )
+            if isinstance(request, ForwardedGet) and moved is not None:
+                self._sendElsewhere(request, moved, "went offline")
             elif isinstance(request, ForwardedGet):
                 self.table.remove(request)
                 self.answerWithError(

@@ -16,6 +16,18 @@ rules an implementing client follows:
     refused with C{unsubscribed}. The component learns which resources are
     online from the presence this subscription lets it see. Approving once
     is enough: the server keeps the subscription in the roster.
+
+    A fleet (many resources of the account, workers) must not all approve
+    it: the server delivers the request to every resource online, and
+    answers each approval with the presence of every online resource, so
+    N workers approving bring N*N presence stanzas to the component (a
+    million for 1,000 workers: minutes of the server's time). Let one
+    client approve, once, before the fleet starts: run one with
+    C{--subscription pre-approve} (RFC 6121, 3.4: the server then answers
+    the component's request itself, now and whenever the component asks
+    again, and no worker is asked), and the workers with
+    C{--subscription ignore}. C{--subscription approve}, the default,
+    approves each request as it comes, for a client or a few.
  3. A request comes from C{<component>/<requester's full JID>} (Jabber
     Address Translation), e.g.
     C{from='proxy.example.org/alice@example.org/phone'}: who asked is
@@ -51,6 +63,13 @@ Usage::
 
     XMPP_PASSWORD=secret python3 implementing_client.py \\
         --jid service@example.org/worker-1 --component proxy.example.org
+
+A fleet, approved once by one client before the workers start::
+
+    XMPP_PASSWORD=secret python3 implementing_client.py \\
+        --jid service@example.org/setup --subscription pre-approve
+    XMPP_PASSWORD=secret python3 implementing_client.py \\
+        --jid service@example.org/worker-N --subscription ignore
 """
 
 from __future__ import annotations
@@ -238,23 +257,46 @@ def requester_of(request_from: str, component: str) -> str:
     return rest if bare == component and slash else request_from
 
 
+#: What a client does about the component's presence subscription.
+SUBSCRIPTION_MODES = {
+    "approve": "approve the component's requests as they come",
+    "pre-approve": "approve the component in advance, once, unless the roster "
+    "shows it approved already (RFC 6121, 3.4), and its requests as they come",
+    "ignore": "leave the component's requests to the client that approves them "
+    "(the workers of a fleet)",
+}
+
+
 class Subscriptions(PresenceProtocol):
     """
-    Approves the component's presence subscription request; refuses every
-    other one.
+    Approves the component's presence subscription request (but in mode
+    C{ignore}); refuses every other one. In mode C{pre-approve}, approves
+    the component in advance once the roster is known, unless it shows the
+    subscription approved already.
     """
 
-    def __init__(self, component: JID) -> None:
+    def __init__(self, component: JID, mode: str = "approve") -> None:
         super().__init__()
         self.component = component
+        self.mode = mode
+
+    def rosterReceived(self, roster) -> None:
+        item = (roster or {}).get(self.component)
+        if self.mode == "pre-approve" and not (item and (item.subscriptionFrom or item.approved)):
+            log.info("Approving the presence subscription of {component} in advance",
+                     component=self.component.full())
+            self.subscribed(self.component)
 
     def subscribeReceived(self, presence) -> None:
-        if presence.sender.userhostJID() == self.component:
-            log.info("Approving the presence subscription of {sender}", sender=presence.sender.full())
-            self.subscribed(self.component)
-        else:
+        if presence.sender.userhostJID() != self.component:
             log.info("Refusing the presence subscription of {sender}", sender=presence.sender.full())
             self.unsubscribed(presence.sender.userhostJID())
+        elif self.mode == "ignore":
+            log.info("Leaving the presence subscription request of {sender} to the client "
+                     "that approves it", sender=presence.sender.full())
+        else:
+            log.info("Approving the presence subscription of {sender}", sender=presence.sender.full())
+            self.subscribed(self.component)
 
 
 def subscription(item) -> str:
@@ -268,8 +310,13 @@ def subscription(item) -> str:
 
 class Roster(RosterClientProtocol):
     """
-    Fetches the roster, then sends initial presence, on every login.
+    Fetches the roster, shows it to C{subscriptions}, then sends initial
+    presence, on every login.
     """
+
+    def __init__(self, subscriptions: Subscriptions) -> None:
+        super().__init__()
+        self.subscriptions = subscriptions
 
     def connectionInitialized(self) -> None:
         super().connectionInitialized()
@@ -285,6 +332,7 @@ class Roster(RosterClientProtocol):
             jid=self.xmlstream.authenticator.jid.full(),
             items=items or "empty",
         )
+        self.subscriptions.rosterReceived(roster)
         self.send(domish.Element((None, "presence")))
 
     def rosterFailed(self, failure: Failure) -> None:
@@ -369,6 +417,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the component's JID: only its subscription request is approved "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--subscription",
+        choices=sorted(SUBSCRIPTION_MODES),
+        default="approve",
+        help="; ".join("%s: %s" % item for item in sorted(SUBSCRIPTION_MODES.items()))
+        + ". A fleet: one client pre-approve, the workers ignore (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     jid, component = JID(args.jid), JID(args.component)
     password = read_password(args)
@@ -382,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
 
     manager = StreamManager(factory)
     manager.jid = jid  # RosterClientProtocol checks where roster pushes come from.
-    for handler in (Roster(), Subscriptions(component), Requests(component)):
+    subscriptions = Subscriptions(component, args.subscription)
+    for handler in (Roster(subscriptions), subscriptions, Requests(component)):
         handler.setHandlerParent(manager)
 
     exit_code = 0

@@ -11,15 +11,11 @@ from client_proxy.access import AccessPolicy
 from client_proxy.messages import MessageRouter
 from client_proxy.presence import Resources
 from client_proxy.routing import Routing
+from tests.test_router import FirstStrategy
 
 COMPONENT = "proxy.example.org"
 TARGET = "service@example.org"
 USER = "user@example.org/x"
-
-
-class FirstStrategy:
-    def choose(self, resources, requester):
-        return resources[0]
 
 
 def message(sender, to, type=None):
@@ -49,7 +45,7 @@ def setup(request):
     stub = XmlStreamStub()
     resources = Resources()
     handler = MessageRouter(
-        Routing(COMPONENT, TARGET, resources, FirstStrategy(), clock=Clock(), **settings)
+        Routing(COMPONENT, TARGET, resources, FirstStrategy(resources), clock=Clock(), **settings)
     )
     handler.makeConnection(stub.xmlstream)
     # The router writes stanzas as bytes; the tests read them as elements.

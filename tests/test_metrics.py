@@ -177,7 +177,7 @@ def routerReporting():
         COMPONENT, registry, inFlight=table.__len__, online=resources.__len__
     )
     router = IQRouter(
-        Routing(COMPONENT, TARGET, resources, FirstStrategy(), clock=clock),
+        Routing(COMPONENT, TARGET, resources, FirstStrategy(resources), clock=clock),
         table,
         clock,
         metrics=metrics,

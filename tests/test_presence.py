@@ -3,12 +3,15 @@ The target's resources and the presence handler, with a stub stream.
 """
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
+from zope.interface import implementer
 
-from client_proxy.presence import Resources, TargetPresenceHandler
+from client_proxy.presence import IResourceIndex, Resources, TargetPresenceHandler
 
 COMPONENT = "proxy.example.org"
 TARGET = "service@example.org"
@@ -23,6 +26,17 @@ class Recorder:
 
     def resourceOffline(self, resource):
         self.events.append(("offline", resource))
+
+
+@implementer(IResourceIndex)
+class IndexRecorder(Recorder):
+    """An index: told of priorities and of the set being forgotten too."""
+
+    def priorityChanged(self, resource):
+        self.events.append(("priority", resource))
+
+    def forgotten(self):
+        self.events.append(("forgotten",))
 
 
 def presence(sender, type=None, priority=None, to=COMPONENT):
@@ -55,24 +69,71 @@ def sent(stub, type):
 
 def test_resources_state():
     resources = Resources()
-    recorder = Recorder()
+    recorder, index = Recorder(), IndexRecorder()
     resources.addObserver(recorder)
+    resources.addObserver(index)
     resources.available("s@x/a", 5)
     resources.available("s@x/b", -1)
     resources.available("s@x/a", 7)
-    assert resources.online() == ("s@x/a", "s@x/b")
+    resources.available("s@x/a", 7)
+    assert list(resources.online()) == ["s@x/a", "s@x/b"]
     assert resources.priority("s@x/a") == 7
     resources.unavailable("s@x/a")
     resources.unavailable("s@x/unknown")
-    assert resources.online() == ("s@x/b",)
+    assert list(resources.online()) == ["s@x/b"]
     resources.clear()
+    assert len(resources) == 0
+    resources.available("s@x/c")
+    resources.forget()
     assert len(resources) == 0
     assert recorder.events == [
         ("online", "s@x/a"),
         ("online", "s@x/b"),
         ("offline", "s@x/a"),
         ("offline", "s@x/b"),
+        ("online", "s@x/c"),
     ]
+    assert index.events == [
+        ("online", "s@x/a"),
+        ("online", "s@x/b"),
+        ("priority", "s@x/a"),
+        ("offline", "s@x/a"),
+        ("forgotten",),
+        ("online", "s@x/c"),
+        ("forgotten",),
+    ]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("available"), st.sampled_from("abcd"), st.integers(-2, 2)),
+            st.tuples(st.just("unavailable"), st.sampled_from("abcde")),
+            st.tuples(st.just("clear")),
+        )
+    )
+)
+def test_resources_tell_their_indexes_everything(changes):
+    """
+    An index that follows the events holds the same resources and
+    priorities as the set, in the same order.
+    """
+    resources = Resources()
+    index = IndexRecorder()
+    resources.addObserver(index)
+    for change in changes:
+        getattr(resources, change[0])(*change[1:])
+    model = {}
+    for event, *resource in index.events:
+        if event == "online":
+            model[resource[0]] = None
+        elif event == "offline":
+            del model[resource[0]]
+        elif event == "forgotten":
+            model.clear()
+        else:
+            assert resource[0] in model, "a priority changed outside the set"
+    assert list(model) == list(resources.online())
 
 
 def test_subscribes_on_every_authenticated_stream(setup):
@@ -94,14 +155,66 @@ def test_probes_only_once_subscribed(setup):
     assert (probe["type"], probe["to"], probe["from"]) == ("probe", TARGET, COMPONENT)
 
 
+def test_probes_once_per_change_of_the_subscription(setup):
+    """
+    Every resource of a fleet approving brings a C{subscribed}: one probe
+    for all of them, and one more only after the subscription was lost.
+    """
+    stub, resources, recorder, handler = setup
+    for _ in range(20):
+        stub.send(presence(TARGET, "subscribed"))
+    assert len(sent(stub, "probe")) == 1
+    stub.send(presence(TARGET, "unsubscribed"))
+    stub.send(presence(TARGET, "subscribed"))
+    stub.send(presence(TARGET, "subscribed"))
+    assert len(sent(stub, "probe")) == 2
+    handler.connectionLost(None)
+    handler.makeConnection(stub.xmlstream)
+    handler.connectionInitialized()
+    stub.send(presence(TARGET, "subscribed"))
+    assert len(sent(stub, "probe")) == 3, "a new stream, asked again"
+
+
 def test_tracks_available_and_unavailable(setup):
     stub, resources, recorder, handler = setup
     stub.send(presence(TARGET + "/a", priority=3))
     stub.send(presence(TARGET + "/b"))
-    assert resources.online() == (TARGET + "/a", TARGET + "/b")
+    assert list(resources.online()) == [TARGET + "/a", TARGET + "/b"]
     assert resources.priority(TARGET + "/a") == 3
     stub.send(presence(TARGET + "/a", "unavailable"))
-    assert resources.online() == (TARGET + "/b",)
+    assert list(resources.online()) == [TARGET + "/b"]
+
+
+@pytest.mark.parametrize("text, expected", [("-5", -5), (" 12 ", 12), ("high", 0), ("", 0)])
+def test_priority(setup, text, expected):
+    """
+    RFC 6121, 4.7.2.3: an integer; what is not one counts as 0.
+    """
+    stub, resources, recorder, handler = setup
+    element = presence(TARGET + "/a")
+    element.addElement("priority", content=text)
+    stub.send(element)
+    assert resources.priority(TARGET + "/a") == expected
+
+
+def test_repeated_presence_changes_nothing(setup):
+    """
+    The server repeats every resource's presence after each approval: a
+    resource already known is neither announced nor logged again.
+    """
+    stub, resources, recorder, handler = setup
+    logged = []
+    handler.log = type(handler.log)(observer=logged.append)
+    for _ in range(3):
+        stub.send(presence(TARGET + "/a", priority=1))
+    assert recorder.events == [("online", TARGET + "/a")]
+    assert len(logged) == 1
+
+
+def test_available_presence_from_the_bare_jid_is_not_a_resource(setup):
+    stub, resources, recorder, handler = setup
+    stub.send(presence(TARGET))
+    assert list(resources.online()) == []
 
 
 @pytest.mark.parametrize(
@@ -112,14 +225,14 @@ def test_clears_everything(setup, sender, type):
     stub.send(presence(TARGET + "/a"))
     stub.send(presence(TARGET + "/b"))
     stub.send(presence(sender, type))
-    assert resources.online() == ()
+    assert list(resources.online()) == []
 
 
 def test_connection_lost_forgets_silently(setup):
     stub, resources, recorder, handler = setup
     stub.send(presence(TARGET + "/a"))
     handler.connectionLost(None)
-    assert resources.online() == ()
+    assert list(resources.online()) == []
     assert recorder.events == [("online", TARGET + "/a")]
 
 
@@ -135,7 +248,7 @@ def test_presence_from_others(setup, type):
     stub.output.clear()
     stub.send(presence("user@example.org/x", type))
     assert stub.output == []
-    assert resources.online() == ()
+    assert list(resources.online()) == []
 
 
 def test_asks_again_after_a_refusal_waiting_longer_each_time(setup):

@@ -2,15 +2,12 @@
 IQ routing, with a stub stream and a fake clock.
 """
 
-import random
-
 import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 
-from client_proxy.dispatch import RandomStrategy
 from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
 from client_proxy.presence import Resources
@@ -25,10 +22,13 @@ USER = "user@example.org/abc"
 
 
 class FirstStrategy:
-    """Always the first online resource: deterministic routing."""
+    """Always the first online resource but the excluded: deterministic routing."""
 
-    def choose(self, resources, requester):
-        return resources[0]
+    def __init__(self, resources):
+        self.resources = resources
+
+    def choose(self, requester, exclude=None):
+        return next((r for r in self.resources.online() if r != exclude), None)
 
 
 HEADER = (
@@ -126,7 +126,7 @@ def setup(request):
     resources = Resources()
     table = RequestTable(timeout=30, maxPerRequester=3, maxTotal=5, maxPerDomain=5)
     router = IQRouter(
-        Routing(COMPONENT, TARGET, resources, FirstStrategy(), clock=clock), table, clock
+        Routing(COMPONENT, TARGET, resources, FirstStrategy(resources), clock=clock), table, clock
     )
     stub.connect(router)
     return stub, clock, resources, router
@@ -408,12 +408,6 @@ def test_outbound_to_nowhere(setup, to):
     assert error_of(stub.pop()) == ("modify", "jid-malformed")
 
 
-def test_random_strategy_uses_every_resource():
-    strategy = RandomStrategy(Resources(), None, random.Random(1))
-    chosen = {strategy.choose((R1, R2), USER) for _ in range(50)}
-    assert chosen == {R1, R2}
-
-
 class RecordingMetrics:
     def __init__(self):
         self.events = []
@@ -466,12 +460,27 @@ def test_a_bug_costs_an_error_answer_not_the_connection(setup):
     stub, clock, resources, router = setup
     resources.available(R1)
 
-    def broken(online, requester):
+    def broken(requester):
         raise RuntimeError("a bug")
 
     router.strategy.choose = broken
     assert stub.receive(iq("get", USER, COMPONENT))
     assert error_of(stub.pop()) == ("cancel", "internal-server-error")
+
+
+def test_no_resource_to_choose(setup):
+    """
+    A strategy may find no resource to choose among those online (none
+    eligible, say): the request gets service-unavailable.
+    """
+    stub, clock, resources, router = setup
+    resources.available(R1)
+    router.strategy.choose = lambda requester, exclude=None: None
+    stub.receive(iq("get", USER, COMPONENT, id="none"))
+    answer = stub.pop()
+    assert error_of(answer) == ("cancel", "service-unavailable")
+    assert (answer["to"], answer["from"], answer["id"]) == (USER, COMPONENT, "none")
+    assert len(router.table) == 0
 
 
 def test_all_resources_leaving_at_once_sends_nothing_again(setup):

@@ -65,7 +65,9 @@ def routed(fast, stanzas):
     resources.available(R1)
     clock = Clock()
     table = RequestTable(timeout=30, maxPerRequester=100, maxTotal=100)
-    router = IQRouter(Routing(COMPONENT, TARGET, resources, FirstStrategy(), clock=clock), table, clock)
+    router = IQRouter(
+        Routing(COMPONENT, TARGET, resources, FirstStrategy(resources), clock=clock), table, clock
+    )
     stub.connect(router)
     for stanza in stanzas:
         stub.xmlstream.dataReceived(stanza.encode("utf-8"))

@@ -3,6 +3,7 @@ The dispatch strategies, end to end: the distribution each one promises.
 """
 
 import threading
+import time
 from collections import Counter
 from xml.sax.saxutils import quoteattr
 
@@ -86,3 +87,32 @@ def test_priority_prefers_the_highest(prosody, target, clients, proxy):
     services["high"].kill()
     p.wait_for_log("Resource offline: " + services["high"].jid)
     assert served_by(requester.iq(COMPONENT)) == "low"
+
+
+def test_round_robin_over_a_fleet(prosody, target, clients, proxy):
+    names = ["w%d" % n for n in range(20)]
+    start(clients, proxy, target, "round-robin", {name: {} for name in names})
+    requester = clients("user", "fleet")
+    counts = Counter(served_by(requester.iq(COMPONENT)) for _ in range(60))
+    assert counts == {name: 3 for name in names}
+
+
+def test_sticky_moves_a_get_where_its_requester_goes_next(prosody, target, clients, proxy):
+    """
+    A get in flight at a resource that goes away is sent to the resource
+    its requester sticks to from then on.
+    """
+    p, services = start(
+        clients, proxy, target, "sticky", {name: {"delay": 1.0} for name in "abcde"}
+    )
+    requester = clients("user", "moving")
+    requester.send("<iq type='get' id='moved' to=%s><q xmlns='urn:test'/></iq>" % quoteattr(COMPONENT))
+    deadline = time.monotonic() + 10
+    while not any(service.requests for service in services.values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    (first,) = [name for name, service in services.items() if service.requests]
+    services[first].kill()
+    answer = requester.wait_for(lambda s: s.get("id") == "moved")
+    assert served_by(answer) != first
+    assert served_by(requester.iq(COMPONENT)) == served_by(answer)
