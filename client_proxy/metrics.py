@@ -83,6 +83,12 @@ class IMetrics(Interface):
         as C{domain_limit} (never a word a sender chose).
         """
 
+    def retire() -> None:
+        """
+        The proxy is gone for good (a reload removed it): its metrics go,
+        so that nothing counts it any more.
+        """
+
 
 @implementer(IMetrics)
 class NoMetrics:
@@ -118,4 +124,7 @@ class NoMetrics:
         pass
 
     def requestRefused(self, reason: str) -> None:
+        pass
+
+    def retire(self) -> None:
         pass

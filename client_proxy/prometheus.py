@@ -260,6 +260,28 @@ class PrometheusMetrics:
     def requestRefused(self, reason: str) -> None:
         self._byReason(self._refused, self._families.refused, reason)()
 
+    def retire(self) -> None:
+        """
+        Remove every series of this proxy from the registry: its gauges
+        would otherwise go on reading a stopped proxy (C{/healthz} would
+        count it as not connected).
+        """
+        families, jid = self._families, self.jid
+        for family in (
+            families.received, families.forwarded, families.retried, families.timedOut,
+            families.outboundReceived, families.answerTime, families.inFlight,
+            families.online, families.connected,
+        ):
+            family.remove(jid)
+        for pairs, counter in (
+            (self._answers, families.answers), (self._outboundAnswers, families.outboundAnswers)
+        ):
+            for type, condition in pairs:
+                counter.remove(jid, type, condition)
+        for reasons, counter in ((self._dropped, families.dropped), (self._refused, families.refused)):
+            for reason in reasons:
+                counter.remove(jid, reason)
+
     def _byCondition(
         self,
         bound: dict[tuple[str, str], Callable[[], None]],

@@ -515,7 +515,9 @@ class ProcessService(MultiService):
                     proxy=jid,
                     event="proxy_removed",
                 )
-                stopped.append(maybeDeferred(proxy.disownServiceParent))
+                stopped.append(
+                    maybeDeferred(proxy.disownServiceParent).addCallback(self._removed, proxy)
+                )
         inPlace = 0
         for jid, config in wanted.items():
             if jid not in current:
@@ -584,6 +586,13 @@ class ProcessService(MultiService):
                 proxy.contacts.subscribers.close()
             raise
         return built
+
+    def _removed(self, ignored: object, proxy: ProxyService) -> None:
+        """
+        A proxy removed by a reload has closed its connections: its metrics
+        go.
+        """
+        proxy.router.metrics.retire()
 
     def _restarted(self, ignored: object, proxy: ProxyService) -> None:
         """

@@ -296,3 +296,41 @@ def test_process_settings_change_at_the_next_start(process, loads):
     [warning] = [e for e in events if e.get("event") == "reload_partial"]
     assert warning["settings"] == "metrics, log_format"
     assert [c.name for c in process] == [A, B], "no metrics service"
+
+
+def test_a_removed_proxy_leaves_the_metrics(reactor, server, loads):
+    """
+    Its series go once it has stopped: /healthz would otherwise count it,
+    not connected, for ever.
+    """
+    from client_proxy.prometheus import HealthResource
+    from twisted.web.test.requesthelper import DummyRequest
+
+    process = ProcessService(
+        ProcessConfig((proxy(A), proxy(B)), metrics="tcp:0:interface=127.0.0.1"),
+        reactor,
+        load=loads,
+        notify=lambda state: None,
+    )
+    process.startService()
+    try:
+        a, aTransport = server.accept(0)
+        server.accept(1)
+        process.getServiceNamed(B).router.metrics.answerSent("error", "forbidden")
+        loads.next = ProcessConfig((proxy(A),), metrics="tcp:0:interface=127.0.0.1")
+        process.reload()
+        server.close(1)
+
+        def jids():
+            return {
+                sample.labels.get("jid")
+                for family in process.registry.collect()
+                for sample in family.samples
+            } - {None}
+
+        assert jids() == {A}
+        request = DummyRequest([b""])
+        HealthResource(process.registry).render_GET(request)
+        assert request.responseCode == 200
+    finally:
+        process.stopService()
