@@ -1069,7 +1069,7 @@ def loadFile(path: str) -> list[ProxyConfig]:
 # Warnings: settings that work, but that an admin should know about.
 
 
-def _endpointFields(description: str) -> tuple[str, list[str], dict[str, str]]:
+def endpointFields(description: str) -> tuple[str, list[str], dict[str, str]]:
     """
     Split an endpoint string into its type, positional arguments and
     keyword arguments, undoing backslash escapes. (Twisted's own parser is
@@ -1109,7 +1109,7 @@ def _plainRemote(endpoint: str) -> bool:
     """
     Whether a client endpoint is plain TCP to a host that is not loopback.
     """
-    kind, args, kwargs = _endpointFields(endpoint)
+    kind, args, kwargs = endpointFields(endpoint)
     host = kwargs.get("host", args[0] if args else "")
     return kind == "tcp" and not _loopback(host)
 
@@ -1119,7 +1119,7 @@ def _publicServer(endpoint: str) -> bool:
     Whether a TCP server endpoint listens on an interface that is not
     loopback (by default, all of them).
     """
-    kind, args, kwargs = _endpointFields(endpoint)
+    kind, args, kwargs = endpointFields(endpoint)
     interface = kwargs.get("interface", args[1] if len(args) > 1 else "")
     return kind in ("tcp", "tcp6", "ssl") and not _loopback(interface)
 

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.error import StreamError
 
-from client_proxy.config import _endpointFields
+from client_proxy.config import endpointFields
 from client_proxy.keepalive import StandbyWatch
 
 #: Prosody's text when the handshake does not match the secret; ejabberd
@@ -43,7 +43,7 @@ def describeEndpoint(endpoint: str) -> str:
     (TLS)} for C{tls:...}, the path for C{unix:path=...}, and the string
     itself for any other kind.
     """
-    kind, args, kwargs = _endpointFields(endpoint)
+    kind, args, kwargs = endpointFields(endpoint)
     if kind in ("tcp", "tls"):
         host = kwargs.get("host", args[0] if args else "?")
         port = kwargs.get("port", args[1] if len(args) > 1 else "?")
@@ -58,7 +58,7 @@ def tlsHost(endpoint: str) -> str | None:
     The name a C{tls:} endpoint checks the server's certificate for, or
     C{None} for an endpoint without TLS.
     """
-    kind, args, kwargs = _endpointFields(endpoint)
+    kind, args, kwargs = endpointFields(endpoint)
     if kind != "tls":
         return None
     return kwargs.get("host", args[0] if args else None)

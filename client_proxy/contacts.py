@@ -19,7 +19,6 @@ never logged a line each.
 
 from collections import OrderedDict
 
-from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.words.protocols.jabber.jid import JID
@@ -359,21 +358,3 @@ class ComponentPresenceHandler(XMPPHandler):
         else:
             self.tally.count("refused", "probes", "not a subscriber", user)
             self._send(user, "unsubscribed")
-
-
-class UnavailableOnStop(Service):
-    """
-    Tells the subscribers the component is unavailable when the proxy
-    stops, and writes the subscribers (L{ComponentPresenceHandler.stopping}).
-
-    To be started after L{GracefulStop}, and so stopped before it
-    (L{MultiService} stops its children in reverse order): the presence is
-    written before the stream's closing tag.
-    """
-
-    def __init__(self, handler: ComponentPresenceHandler) -> None:
-        self.handler = handler
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.handler.stopping()

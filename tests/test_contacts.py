@@ -16,7 +16,6 @@ from client_proxy.contacts import (
     ComponentPresenceHandler,
     DomainRate,
     SubscriberLimits,
-    UnavailableOnStop,
 )
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.store import MemorySubscriberStore, SQLiteSubscriberStore
@@ -283,9 +282,7 @@ def test_stopping_says_unavailable(stub, handler, subscribers, resources):
     subscribers.add(ALICE)
     resources.available(TARGET + "/a")
     sent(stub)
-    service = UnavailableOnStop(handler)
-    service.startService()
-    service.stopService()
+    handler.stopping()
     assert sent(stub) == [unavailable(ALICE)]
     handler.stopping()
     assert sent(stub) == [], "said once"
