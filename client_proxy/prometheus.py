@@ -24,16 +24,26 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
 from client_proxy import __version__
 from client_proxy.metrics import IMetrics
 
-try:
-    from twisted.web.pages import notFound
-except ImportError:  # Twisted before 22.10
-    from twisted.web.resource import NoResource as notFound
+
+
+def notFound() -> IResource:
+    """
+    The resource of a path that is not found.
+    """
+    try:
+        from twisted.web.pages import notFound as page
+    except ImportError:  # Twisted before 22.10, which has only NoResource
+        from twisted.web.resource import NoResource
+
+        return NoResource()
+    return page()
+
 
 try:
     # What generate_latest writes, and what Prometheus of any version reads;
@@ -333,7 +343,7 @@ class _Fixed(Resource):
     is not found.
     """
 
-    def getChild(self, path: bytes, request) -> Resource:
+    def getChild(self, path: bytes, request) -> IResource:
         return notFound()
 
 

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
@@ -633,9 +633,16 @@ def makeMetricsService(
 
     @raise ConfigError: when the service starts, if it cannot listen.
     """
-    site = Site(_prometheus().metricsRoot(registry))
-    site.log = lambda request: None  # no access-log line at every scrape
-    return MetricsServer(endpoint, site, reactor)
+    return MetricsServer(endpoint, QuietSite(_prometheus().metricsRoot(registry)), reactor)
+
+
+class QuietSite(Site):
+    """
+    A site that writes no access-log line: not one at every scrape.
+    """
+
+    def log(self, request) -> None:
+        pass
 
 
 class MetricsServer(MultiService):
@@ -650,7 +657,9 @@ class MetricsServer(MultiService):
     def __init__(self, endpoint: str, site: Site, reactor: IReactorTime | None) -> None:
         super().__init__()
         self.endpoint = endpoint
-        strports.service(endpoint, site, reactor=reactor).setServiceParent(self)
+        # The reactor given to a proxy provides every reactor interface;
+        # the one it is typed as is the least the proxy's timers need.
+        strports.service(endpoint, site, reactor=cast(Any, reactor)).setServiceParent(self)
 
     def privilegedStartService(self) -> None:
         with self._listening():
