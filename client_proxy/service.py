@@ -42,7 +42,7 @@ from client_proxy.fastpath import FastXmlStream
 from client_proxy.inflight import RequestTable
 from client_proxy.keepalive import KeepAlive, StandbyWatch
 from client_proxy.messages import MessageRouter
-from client_proxy.metrics import NoMetrics
+from client_proxy.metrics import IMetrics
 from client_proxy.presence import Resources, TargetPresenceHandler
 from client_proxy.router import IQRouter
 from client_proxy.routing import Routing
@@ -73,11 +73,94 @@ def settingKeys(names: list[str]) -> str:
     return ", ".join(SETTINGS_BY_NAME[name].key for name in names)
 
 
+class ProxyHandlers:
+    """
+    The handlers of one proxy, for any Wokkel L{StreamManager}: the IQ and
+    message routers, the component as a contact, and the target's
+    presence. This is what code that already runs a Wokkel component adds
+    to it to proxy from the component's JID (C{config.jid}); the handlers
+    of its own come first, and the proxy takes what they leave (see
+    L{client_proxy.fastpath.routeIQs})::
+
+        handlers = ProxyHandlers(config, reactor)
+        handlers.setHandlerParent(manager)
+        ...
+        handlers.stop()   # before the stream closes
+
+    L{ProxyService} carries them on connections of their own.
+
+    @ivar config: the settings they run with.
+    """
+
+    def __init__(
+        self, config: ProxyConfig, reactor: IReactorTime, metrics: IMetrics | None = None
+    ) -> None:
+        self.config = config
+        self.resources = resources = Resources()
+        self.table = table = RequestTable(
+            config.timeout,
+            config.maxInFlightPerRequester,
+            config.maxInFlight,
+            maxPerDomain=config.maxInFlightPerDomain,
+            maxRetainedBytes=config.maxRetainedBytes,
+        )
+        self.routing = routing = Routing(
+            config.jid,
+            config.target,
+            resources,
+            STRATEGIES[config.strategy](resources, table),
+            config.instanceJid or "",
+            maxStanzaSize=config.maxStanzaSize,
+            access=AccessPolicy(config.target, config.allow, config.deny),
+            clock=reactor,
+        )
+        self.router = IQRouter(routing, table, reactor, metrics=metrics)
+        self.messages = MessageRouter(routing)
+        self.contacts = ComponentPresenceHandler(
+            JID(config.jid),
+            JID(config.target),
+            resources,
+            openStore(config.stateFile, config.jid, reactor),
+            reactor,
+            access=routing.access,
+            limits=SubscriberLimits(
+                reactor, config.maxSubscribers, config.maxSubscribersPerDomain
+            ),
+            tally=routing.tally,
+        )
+        self.targetPresence = TargetPresenceHandler(
+            JID(config.instanceJid or config.jid), JID(config.target), resources, reactor
+        )
+
+    def setHandlerParent(self, manager: StreamManager) -> None:
+        """
+        Put every handler on C{manager}, the stream of the component's JID.
+        """
+        for handler in (self.router, self.messages, self.contacts, self.targetPresence):
+            handler.setHandlerParent(manager)
+
+    def stop(self) -> int:
+        """
+        Before the stream closes: every request in flight is answered with
+        C{recipient-unavailable} (RFC 6120, 8.2.3: every request gets an
+        answer), what was counted is logged, and the subscribers are told
+        that the component is unavailable (RFC 6121, 4.5.2) and written.
+
+        @return: how many requests were answered.
+        """
+        answered = self.router.answerAllWithError(
+            "recipient-unavailable", "wait", "the proxy is shutting down"
+        )
+        self.router.tally.flush()
+        self.contacts.stopping()
+        return answered
+
+
 class ProxyService(Service):
     """
-    One proxy: its handlers, on the stream manager of its component
-    connection (and of its instance's own connection, if it has an
-    instance JID), started and stopped in a fixed order.
+    One proxy: its handlers (L{ProxyHandlers}), on the stream manager of
+    its component connection (and of its instance's own connection, if it
+    has an instance JID), started and stopped in a fixed order.
 
     It is named by its JID.
 
@@ -98,71 +181,45 @@ class ProxyService(Service):
         self.config = config
         self.setName(config.jid)
         self.reactor = reactor
-        self.resources = resources = Resources()
         self.keepalives: list[KeepAlive] = []
         manager, self.connection = self._componentConnection(config.jid, config.endpoint)
-        self.table = table = RequestTable(
-            config.timeout,
-            config.maxInFlightPerRequester,
-            config.maxInFlight,
-            maxPerDomain=config.maxInFlightPerDomain,
-            maxRetainedBytes=config.maxRetainedBytes,
-        )
-        self.routing = routing = Routing(
-            config.jid,
-            config.target,
-            resources,
-            STRATEGIES[config.strategy](resources, table),
-            config.instanceJid or "",
-            maxStanzaSize=config.maxStanzaSize,
-            access=AccessPolicy(config.target, config.allow, config.deny),
-            clock=reactor,
-        )
-        self.router = IQRouter(
-            routing,
-            table,
-            reactor,
-            metrics=NoMetrics()
+        self.handlers: ProxyHandlers  # read by the gauges, once it is made
+        metrics = (
+            None
             if registry is None
             else _prometheus().PrometheusMetrics(
                 config.jid,
                 registry,
-                inFlight=table.__len__,
-                online=resources.__len__,
+                inFlight=lambda: len(self.handlers.table),
+                online=lambda: len(self.handlers.resources),
                 connected=self.connection.isAuthenticated,
-            ),
+            )
         )
-        self.router.setHandlerParent(manager)
-        self.messages = MessageRouter(routing)
-        self.messages.setHandlerParent(manager)
-        self.contacts = ComponentPresenceHandler(
-            JID(config.jid),
-            JID(config.target),
-            resources,
-            openStore(config.stateFile, config.jid, reactor),
-            reactor,
-            access=routing.access,
-            limits=SubscriberLimits(
-                reactor, config.maxSubscribers, config.maxSubscribersPerDomain
-            ),
-            tally=routing.tally,
+        self.handlers = handlers = ProxyHandlers(config, reactor, metrics)
+        self.resources, self.table, self.routing = (
+            handlers.resources,
+            handlers.table,
+            handlers.routing,
         )
-        self.contacts.setHandlerParent(manager)
+        self.router, self.messages, self.contacts = (
+            handlers.router,
+            handlers.messages,
+            handlers.contacts,
+        )
         self.managers = [manager]
-        targetPresence = TargetPresenceHandler(
-            JID(config.instanceJid or config.jid), JID(config.target), resources, reactor
-        )
         self.instanceConnection: ComponentConnection | None = None
         if config.instanceJid is None:
-            targetPresence.setHandlerParent(manager)
+            handlers.setHandlerParent(manager)
         else:
+            for handler in (self.router, self.messages, self.contacts):
+                handler.setHandlerParent(manager)
             instanceManager, self.instanceConnection = self._componentConnection(
                 config.instanceJid, config.instanceEndpoint or config.endpoint
             )
             self.managers.append(instanceManager)
             # First the resources, forgotten when the connection goes; then
             # the link, which tells the routers and the subscribers.
-            targetPresence.setHandlerParent(instanceManager)
+            handlers.targetPresence.setHandlerParent(instanceManager)
             InstanceLink(self.router, self.messages, self.contacts).setHandlerParent(
                 instanceManager
             )
@@ -244,9 +301,7 @@ class ProxyService(Service):
              and the state file is let go of.
         """
         super().stopService()
-        answered = self.router.answerAllWithError(
-            "recipient-unavailable", "wait", "the proxy is shutting down"
-        )
+        answered = self.handlers.stop()
         if answered:
             self.log.info(
                 "Stopping {proxy}: answered {count} requests in flight with an error",
@@ -254,8 +309,6 @@ class ProxyService(Service):
                 count=answered,
                 event="stopping",
             )
-        self.router.tally.flush()
-        self.contacts.stopping()
         for manager in self.managers:
             if manager.xmlstream is not None:
                 manager.xmlstream.sendFooter()
