@@ -1,18 +1,25 @@
 """
-client-proxy inside an existing Twisted application: a small web site (a
-status page at /, Prometheus metrics at /metrics) and the proxy, under one
-MultiService, in one process and one reactor.
+client-proxy added to a Wokkel component someone already runs.
 
-Settings come from the environment:
+The component here is an ordinary one: a Wokkel C{StreamManager} over
+Twisted's component connection (XEP-0114), kept up by a C{ClientService},
+with a handler of its own that answers software version queries (XEP-0092)
+sent to its JID. The proxy's handlers (L{client_proxy.service.ProxyHandlers})
+are added to the same stream manager, and so share its connection, its
+process and its reactor. They take what the component's own handlers
+leave: every other IQ and every message sent to the component's JID goes to
+a resource of the target, and the answers come back.
+
+Settings come from the environment, as for proxy.tac:
 
     CLIENT_PROXY_JID          the component's JID, e.g. proxy.example.org
     CLIENT_PROXY_TARGET       the implementing client, e.g. service@example.org
     CLIENT_PROXY_SECRET_FILE  a file holding the component secret
     CLIENT_PROXY_ENDPOINT     the server's component port
                               [default: tcp:host=127.0.0.1:port=5347]
-    EXAMPLE_WEB_PORT          the web site's port, on 127.0.0.1 [default: 8080]
 
-(and the other CLIENT_PROXY_* variables of README.rst). Run it either way:
+(and the other CLIENT_PROXY_* variables of docs/options.rst). Run it
+either way:
 
     twistd -ny examples/embedding.py     # as a .tac file: twistd's logging,
                                          # daemonizing, pid file, ...
@@ -21,66 +28,87 @@ Settings come from the environment:
 
 import os
 import sys
-from html import escape
 
-from prometheus_client import CollectorRegistry
-from twisted.application import strports
-from twisted.application.service import Application, MultiService
-from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.application.internet import ClientService
+from twisted.application.service import Application, MultiService, Service
+from twisted.internet import endpoints
+from twisted.words.protocols.jabber import component
+from twisted.words.protocols.jabber.xmlstream import toResponse
+from wokkel.generic import FallbackHandler
+from wokkel.subprotocols import StreamManager, XMPPHandler
 
+from client_proxy import __version__
 from client_proxy.config import ConfigError, fromEnvironment
-from client_proxy.prometheus import MetricsResource
-from client_proxy.service import makeService
+from client_proxy.service import ProxyHandlers
+
+NS_VERSION = "jabber:iq:version"
 
 
-class StatusPage(Resource):
+class VersionHandler(XMPPHandler):
     """
-    The application's own page: the proxy's JID and state, read from the
-    metrics registry the proxy reports to.
+    The component's own handler: XEP-0092, the software version of the
+    component, for a query sent to its JID.
     """
 
-    isLeaf = True
+    def connectionInitialized(self) -> None:
+        self.xmlstream.addObserver(
+            "/iq[@type='get']/query[@xmlns='%s']" % (NS_VERSION,), self.onVersion
+        )
 
-    def __init__(self, jid: str, registry: CollectorRegistry) -> None:
-        super().__init__()
-        self.jid = jid
-        self.registry = registry
+    def onVersion(self, iq) -> None:
+        iq.handled = True  # Twisted's and Wokkel's mark: taken
+        response = toResponse(iq, "result")
+        query = response.addElement((NS_VERSION, "query"))
+        query.addElement("name", content="embedding example")
+        query.addElement("version", content=__version__)
+        self.send(response)
 
-    def _sample(self, name: str) -> int:
-        return int(self.registry.get_sample_value(name, {"jid": self.jid}) or 0)
 
-    def render_GET(self, request) -> bytes:
-        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-        connected = "yes" if self._sample("client_proxy_connected") else "no"
-        online = self._sample("client_proxy_resources_online")
-        return (
-            "<!DOCTYPE html><title>client-proxy</title>"
-            "<h1>%s</h1><p>connected: %s</p><p>resources online: %d</p>"
-            % (escape(self.jid), connected, online)
-        ).encode("utf-8")
+class StopTheProxyFirst(Service):
+    """
+    Started after the connection, so stopped before it (a C{MultiService}
+    stops its children in reverse order): the proxy answers its requests
+    in flight and the stream closes, before the connection does.
+    """
+
+    def __init__(self, handlers: ProxyHandlers, manager: StreamManager) -> None:
+        self.handlers = handlers
+        self.manager = manager
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.handlers.stop()
+        if self.manager.xmlstream is not None:
+            self.manager.xmlstream.sendFooter()
 
 
 def makeApplicationService(environ=os.environ) -> MultiService:
     """
-    The whole application: the proxy and the web site, as one service.
+    The whole application: the component, with its own handler and the
+    proxy's.
 
     @raise ConfigError: a CLIENT_PROXY_* setting is missing or malformed.
     """
+    from twisted.internet import reactor
+
+    config = fromEnvironment(environ)
     top = MultiService()
 
-    # The proxy: one call. The registry is optional; given, the proxy
-    # reports to it, and the site below can read and serve it.
-    config = fromEnvironment(environ)
-    registry = CollectorRegistry()
-    makeService(config, registry=registry).setServiceParent(top)
+    # The component as it was before the proxy came.
+    factory = component.componentFactory(config.jid, config.secret)
+    manager = StreamManager(factory)
+    VersionHandler().setHandlerParent(manager)
+    # Answers feature-not-implemented to a request no handler took; with
+    # the proxy's handlers added, none is left to it.
+    FallbackHandler().setHandlerParent(manager)
+    ClientService(
+        endpoints.clientFromString(reactor, config.endpoint), factory
+    ).setServiceParent(top)
 
-    # The rest of the application, here a web site.
-    root = Resource()
-    root.putChild(b"", StatusPage(config.jid, registry))
-    root.putChild(b"metrics", MetricsResource(registry))
-    port = environ.get("EXAMPLE_WEB_PORT") or "8080"
-    strports.service("tcp:%s:interface=127.0.0.1" % (port,), Site(root)).setServiceParent(top)
+    # The proxy: its handlers, on the same stream manager.
+    handlers = ProxyHandlers(config, reactor)
+    handlers.setHandlerParent(manager)
+    StopTheProxyFirst(handlers, manager).setServiceParent(top)
     return top
 
 

@@ -6,14 +6,14 @@ users run it: with twistd as a .tac file, and as a plain Python script.
 import signal
 import subprocess
 import sys
-from urllib.request import urlopen
+from xml.sax.saxutils import quoteattr
 
 import pytest
 
 from tests.conftest import COMPONENT, online, user
-from tests.support.prosody import free_port
 from tests.support.proxy import ROOT, ProxyProcess
-from tests.support.xmpp import Responder
+from tests.support.xmpp import Responder, error_condition, error_type, tag
+from tests.test_reliability import wait_until
 
 EXAMPLE = ROOT / "examples" / "embedding.py"
 
@@ -37,18 +37,16 @@ class ScriptProcess(ProxyProcess):
         return self
 
 
-def example(prosody, target: str, how: str) -> tuple[ProxyProcess, int]:
+def example(prosody, target: str, how: str) -> ProxyProcess:
     """
     The example, configured by the environment for C{prosody}'s component
-    and C{target}, started C{how} (C{twistd} or C{python}); and its web port.
+    and C{target}, started C{how} (C{twistd} or C{python}).
     """
     component, secret = next(iter(prosody.components.items()))
-    port = free_port()
     env = {
         "CLIENT_PROXY_JID": component,
         "CLIENT_PROXY_TARGET": target,
         "CLIENT_PROXY_ENDPOINT": "tcp:host=127.0.0.1:port=%d" % (prosody.component_port,),
-        "EXAMPLE_WEB_PORT": str(port),
     }
     if how == "twistd":
         process = ProxyProcess(["-y", str(EXAMPLE)], env=env)
@@ -57,33 +55,36 @@ def example(prosody, target: str, how: str) -> tuple[ProxyProcess, int]:
     secret_file = process.workdir / "secret"
     secret_file.write_text(secret + "\n")
     process.env["CLIENT_PROXY_SECRET_FILE"] = str(secret_file)
-    return process.start(), port
-
-
-def get(port: int, path: str) -> str:
-    with urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as response:
-        assert response.status == 200
-        return response.read().decode("utf-8")
+    return process.start()
 
 
 @pytest.mark.parametrize("how", ["twistd", "python"])
-def test_embedded_proxy_and_web_site(prosody, target, clients, how):
+def test_a_wokkel_component_with_the_proxys_handlers(prosody, target, clients, how):
+    """
+    The component answers what its own handler serves (XEP-0092), and the
+    proxy's handlers take the rest: IQs and messages go to the target.
+    """
     service = clients(user(target), "a", Responder)
-    app, port = example(prosody, target, how)
+    app = example(prosody, target, how)
     try:
         online(app, service.jid)
+        requester = clients("user", "embedding-" + how)
 
-        answer = clients("user", "embedding-" + how).iq(COMPONENT)
+        version = requester.iq(COMPONENT, "<query xmlns='jabber:iq:version'/>")
+        assert version.get("type") == "result", version
+        assert version.findtext("{jabber:iq:version}query/{jabber:iq:version}name") == (
+            "embedding example"
+        )
+        assert service.requests == [], "the component's own handler answered it"
+
+        answer = requester.iq(COMPONENT)
         assert answer.get("type") == "result", answer
         assert answer.get("from") == COMPONENT
         assert answer.find("{urn:test}served").get("by") == "a"
 
-        page = get(port, "/")
-        assert "<h1>%s</h1>" % (COMPONENT,) in page
-        assert "connected: yes" in page
-        assert "resources online: 1" in page
-        metrics = get(port, "/metrics")
-        assert 'client_proxy_requests_received_total{jid="%s"} 1.0' % (COMPONENT,) in metrics
+        requester.send("<message to=%s type='chat'><body>hi</body></message>" % quoteattr(COMPONENT))
+        message = service.wait_for(lambda s: tag(s) == "message")
+        assert message.get("from") == COMPONENT + "/" + requester.jid
 
         # twistd ends by the signal it got; the script returns from
         # reactor.run().
@@ -92,8 +93,21 @@ def test_embedded_proxy_and_web_site(prosody, target, clients, how):
         log = app.log()
         assert "Main loop terminated." in log, log
         assert "Traceback" not in log and "Unhandled" not in log, log
-        # Stopped, not killed: the component connection was closed.
-        assert "Disconnected from" in log, log
+    finally:
+        app.remove()
+
+
+def test_a_request_in_flight_is_answered_at_the_stop(prosody, target, clients):
+    service = clients(user(target), "a", Responder, answer=False)
+    app = example(prosody, target, "python")
+    try:
+        online(app, service.jid)
+        requester = clients("user", "waiting")
+        requester.send("<iq type='set' id='w' to=%s><query xmlns='urn:test'/></iq>" % quoteattr(COMPONENT))
+        wait_until(lambda: service.requests, what="the request")
+        assert app.stop(signal.SIGTERM) == 0, app.log()
+        answer = requester.wait_for(lambda s: s.get("id") == "w")
+        assert (error_type(answer), error_condition(answer)) == ("wait", "recipient-unavailable")
     finally:
         app.remove()
 
