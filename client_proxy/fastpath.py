@@ -6,15 +6,19 @@ passed through untouched. Building a L{domish} tree for every stanza and
 serializing it again costs more CPU than the XMPP server spends routing
 it, so IQs take a shorter way: expat finds where each stanza starts and
 ends, and an IQ handler gets the outer tag's attributes and the inner XML
-as bytes. Everything else (the stream header, presence, messages, and any
-IQ the handler declines) flows on to the ordinary Twisted parser and its
-observers, byte for byte as it arrived.
+as bytes. Presence may take the same way: a handler gets the attributes
+and inner XML of each presence stanza, and takes what it can read so
+(the target's available and unavailable presence, which comes by the
+thousand from a fleet). Everything else (the stream header, messages, and
+any stanza a handler declines) flows on to the ordinary Twisted parser
+and its observers, byte for byte as it arrived.
 """
 
 import re
 from collections.abc import Callable
 from pyexpat import ExpatError, ParserCreate
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.python import failure
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
@@ -44,9 +48,11 @@ _ERROR_NAMES = frozenset(
     ("error", *("%s error" % ns for ns in ("jabber:component:accept", "jabber:client", "jabber:server")))
 )
 
-#: Called with an IQ's attributes and inner XML; returns C{True} when it
-#: took the stanza, C{False} to let it flow on to the element parser.
-IQHandler = Callable[[dict[str, str], bytes], bool]
+#: Called with a stanza's attributes and inner XML; returns C{True} when
+#: it took the stanza, C{False} to let it flow on to the element parser.
+StanzaHandler = Callable[[dict[str, str], bytes], bool]
+#: A L{StanzaHandler} for IQs.
+IQHandler = StanzaHandler
 
 
 def escape(value: str) -> str:
@@ -151,6 +157,55 @@ def isBounce(inner: bytes) -> bool:
     return errorCondition(inner) == "service-unavailable"
 
 
+def childElements(
+    inner: bytes, namespace: str
+) -> list[tuple[str, str, dict[str, str], str]] | None:
+    """
+    The child elements of a stanza in C{namespace} whose inner XML is
+    C{inner}, as the fast path gives it: for each, in order, its
+    namespace (a child without a declaration of its own is in the
+    stanza's), its local name, its attributes and its own text (that of its
+    children left out).
+
+    @return: the children, or C{None} if C{inner} is not well-formed on
+        its own (it uses a prefix it does not declare, say).
+    """
+    children: list[tuple[str, str, dict[str, str], str]] = []
+    text: list[str] = []
+    depth = 0
+
+    def start(name: str, attributes: dict[str, str]) -> None:
+        nonlocal depth
+        depth += 1
+        if depth == 2:
+            namespace, _, local = name.rpartition(" ")
+            children.append((namespace, local, attributes, ""))
+            text.clear()
+
+    def end(name: str) -> None:
+        nonlocal depth
+        if depth == 2 and text:
+            namespace, local, attributes, _ = children[-1]
+            children[-1] = (namespace, local, attributes, "".join(text))
+        depth -= 1
+
+    def characters(data: str) -> None:
+        if depth == 2:
+            text.append(data)
+
+    parser = ParserCreate(namespace_separator=" ")
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = characters
+    try:
+        parser.Parse(
+            b"<s xmlns='" + escape(namespace).encode("utf-8") + b"'>" + inner + b"</s>", True
+        )
+    except ExpatError:
+        return None
+    return children
+
+
 _TEXT_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;"))
 
 
@@ -237,22 +292,26 @@ def compact(stanza: bytes) -> bytes | None:
 
 class StanzaSplitter:
     """
-    Splits a stream's bytes into stanzas, and hands IQs to a handler.
+    Splits a stream's bytes into stanzas, and hands IQs and presence to
+    handlers.
 
     Expat runs without namespace processing and without building anything:
     its start and end events at depth 2 (the stanzas; depth 1 is the
     stream's root) give each stanza's position in the stream. The bytes of
     every stanza the IQ handler does not take, and everything between
     stanzas, go to C{passThrough} in order, so that the element parser
-    behind it sees the same stream, less the IQs taken. If expat finds the
-    stream malformed, everything from that point on is passed through, and
-    the element parser reports the error as it always does.
+    behind it sees the same stream, less the stanzas taken. If expat finds
+    the stream malformed, everything from that point on is passed through,
+    and the element parser reports the error as it always does.
 
-    @ivar onIQ: the L{IQHandler}, or C{None} to pass everything through.
+    @ivar onIQ: the L{IQHandler}, or C{None} to pass every IQ through.
+    @ivar onPresence: the L{StanzaHandler} for presence, or C{None} to pass
+        all presence through.
     """
 
     def __init__(self, passThrough: Callable[[bytes], None]) -> None:
         self.onIQ: IQHandler | None = None
+        self.onPresence: StanzaHandler | None = None
         self._passThrough = passThrough
         self._parser = ParserCreate()
         self._parser.StartElementHandler = self._start
@@ -267,7 +326,7 @@ class StanzaSplitter:
         #: means something only in this stream, and is left to the element
         #: parser, which knows them.
         self._rootPrefixes: tuple[bytes, ...] = ()
-        #: Whether the bytes passed through now are an IQ the handler
+        #: Whether the bytes passed through now are a stanza its handler
         #: declined (see L{FastXmlStream}).
         self.declining = False
 
@@ -332,9 +391,12 @@ class StanzaSplitter:
             else:
                 innerEnd = self._parser.CurrentByteIndex
                 end = self._buffer.index(b">", innerEnd - self._base) + 1 + self._base
-            if name != "iq" or self.onIQ is None or self._usesRootPrefix(start, end):
+            handler = (
+                self.onIQ if name == "iq" else self.onPresence if name == "presence" else None
+            )
+            if handler is None or self._usesRootPrefix(start, end):
                 self._forwardUpTo(end)
-            elif self.onIQ(
+            elif handler(
                 attributes,
                 bytes(self._buffer[tagEnd - self._base : innerEnd - self._base]),
             ):
@@ -352,10 +414,12 @@ class StanzaSplitter:
         use a prefix the stream's root declares (its bytes hold one, even
         in text: then the element parser reads it, which is only slower).
         """
-        if not self._rootPrefixes:
-            return False
-        stanza = self._buffer[start - self._base : end - self._base]
-        return any(prefix in stanza for prefix in self._rootPrefixes)
+        start -= self._base
+        end -= self._base
+        for prefix in self._rootPrefixes:
+            if self._buffer.find(prefix, start, end) != -1:
+                return True
+        return False
 
 
 def elementAsIQ(element: domish.Element) -> tuple[dict[str, str], bytes]:
@@ -401,6 +465,17 @@ def routeIQs(xs: xmlstream.XmlStream, handler: IQHandler) -> None:
         xs.addObserver("/iq", lambda element: _handOver(element, handler), ROUTER_PRIORITY)
 
 
+def takePresence(xs: xmlstream.XmlStream, handler: StanzaHandler) -> None:
+    """
+    Offer the presence that arrives on C{xs} to C{handler} as bytes, on
+    the fast path of a L{FastXmlStream}. What it declines, and all
+    presence on any other stream, goes to the stream's observers as
+    elements.
+    """
+    if isinstance(xs, FastXmlStream):
+        xs.setPresenceHandler(handler)
+
+
 def _handOver(element: domish.Element, handler: IQHandler) -> None:
     """
     Hand an IQ element that no other handler took to C{handler}, and mark
@@ -409,6 +484,46 @@ def _handOver(element: domish.Element, handler: IQHandler) -> None:
     if not getattr(element, "handled", False) and handler(*elementAsIQ(element)):
         # The mark Twisted's and Wokkel's IQ handlers set and read.
         setattr(element, "handled", True)
+
+
+class WriteAtOnce:
+    """
+    What is sent while a read is handled goes out when the read is done,
+    straight to the socket, not on the reactor's next turn.
+
+    A Twisted transport buffers what is written, registers itself with the
+    reactor as a writer, and sends once the reactor's next poll finds the
+    socket writable; then it unregisters. At low load that turn is all that
+    stands between a forwarded stanza and the wire, and it costs about as
+    much as routing the stanza: another poll, and two changes of the
+    reactor's registrations. So the streams collect what they send while a
+    read is handled (by any stream: in a pool, a request and its answer
+    leave on the other connection), and each sends it at once when the
+    read is done (L{FastXmlStream.flush}), in one piece, as the reactor
+    would have.
+    """
+
+    def __init__(self) -> None:
+        #: Reads being handled (one, unless a read leads to another).
+        self.reading = 0
+        self._collecting: list["FastXmlStream"] = []
+
+    def readStarted(self) -> None:
+        self.reading += 1
+
+    def readDone(self) -> None:
+        self.reading -= 1
+        if self.reading or not self._collecting:
+            return
+        streams, self._collecting = self._collecting, []
+        for stream in streams:
+            stream.flush()
+
+    def collecting(self, stream: "FastXmlStream") -> None:
+        """
+        C{stream} collects what it sends until the read is done.
+        """
+        self._collecting.append(stream)
 
 
 class FastXmlStream(xmlstream.XmlStream):
@@ -421,7 +536,15 @@ class FastXmlStream(xmlstream.XmlStream):
     namespace prefix, or one that may use a prefix declared on the stream's
     root) is handed to the handler from the element parser; one the
     handler declined is not handed to it again.
+
+    What is sent while a read of any such stream is handled goes out when
+    the read is done (L{WriteAtOnce}).
     """
+
+    #: Shared by every stream of the process, as the reactor is.
+    writeAtOnce = WriteAtOnce()
+    #: What was sent during the read being handled, if anything.
+    _out: list[bytes] | None = None
 
     def connectionMade(self) -> None:
         self._splitter = StanzaSplitter(self._parse)
@@ -431,6 +554,9 @@ class FastXmlStream(xmlstream.XmlStream):
         self._splitter.onIQ = handler
         self.addObserver("/iq", lambda element: self._fromParser(element, handler), ROUTER_PRIORITY)
 
+    def setPresenceHandler(self, handler: StanzaHandler) -> None:
+        self._splitter.onPresence = handler
+
     def _fromParser(self, element: domish.Element, handler: IQHandler) -> None:
         if not self._splitter.declining:
             _handOver(element, handler)
@@ -438,12 +564,71 @@ class FastXmlStream(xmlstream.XmlStream):
     def dataReceived(self, data: bytes) -> None:
         if self.rawDataInFn:
             self.rawDataInFn(data)
+        self.writeAtOnce.readStarted()
         try:
             self._splitter.feed(data)
         except domish.ParserError:
             self.dispatch(failure.Failure(), xmlstream.STREAM_ERROR_EVENT)
             if self.transport is not None:
                 self.transport.loseConnection()
+        finally:
+            self.writeAtOnce.readDone()
+
+    def send(self, obj: domish.Element | str | bytes) -> None:
+        """
+        Send C{obj} as L{xmlstream.XmlStream.send} does; while a read is
+        handled, collect it for L{flush} instead, if the transport is a
+        socket's (a L{FileDescriptor}: TCP or Unix, not TLS, which has a
+        transport of its own around the socket's).
+        """
+        if not self.writeAtOnce.reading or not isinstance(self.transport, FileDescriptor):
+            super().send(obj)
+            return
+        if domish.IElement.providedBy(obj):
+            obj = obj.toXml()  # type: ignore[union-attr]
+        if isinstance(obj, str):
+            obj = obj.encode("utf-8")
+        if self.rawDataOutFn:
+            self.rawDataOutFn(obj)
+        if self._out is None:
+            self._out = []
+            self.writeAtOnce.collecting(self)
+        self._out.append(obj)
+
+    def flush(self) -> None:
+        """
+        Send what was collected during a read: to the socket at once when
+        the transport has nothing else to send, and what the socket does not
+        take (or all of it, otherwise) through the transport, which sends it
+        on the reactor's next turns.
+
+        Why writing to the socket is safe: the transport has nothing
+        buffered exactly when it is not registered as a writer (it
+        registers with its first byte buffered and unregisters once it has
+        sent its last), so nothing can overtake what it holds; the reactor
+        runs in this thread alone, so that cannot change in between. The
+        transport's own C{writeSomeData} is what its C{doWrite} calls on the
+        reactor's turn: it sends what the socket takes now (C{0} bytes if
+        it takes none) or returns the error of a lost connection. On an
+        error nothing is sent; the bytes go to the transport, whose next
+        C{doWrite} meets the same error and ends the connection as it
+        always does. A transport that is disconnecting, or disconnected,
+        is given everything, as it would have been.
+        """
+        data = b"".join(self._out or ())
+        self._out = None
+        transport = self.transport
+        if (
+            isinstance(transport, FileDescriptor)
+            and transport.connected
+            and not transport.disconnecting
+            and transport not in transport.reactor.getWriters()
+        ):
+            sent = transport.writeSomeData(data)
+            if isinstance(sent, int):
+                data = data[sent:]
+        if data and transport is not None:
+            transport.write(data)
 
     def _parse(self, data: bytes) -> None:
         self.stream.parse(data)

@@ -11,11 +11,17 @@ from collections.abc import Collection
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.words.protocols.jabber.component import NS_COMPONENT_ACCEPT
 from twisted.words.protocols.jabber.jid import JID
 from wokkel.xmppim import PresenceProtocol
 from zope.interface import Interface, implementer
 
+from client_proxy.fastpath import childElements, takePresence
 from client_proxy.jat import bare
+
+#: A child element of a stanza: its namespace, local name, attributes and
+#: own text.
+Child = tuple[str, str, dict[str, str], str]
 
 
 class IResourceObserver(Interface):
@@ -172,18 +178,20 @@ class Resources:
             index.forgotten()
 
 
-def _priority(presence) -> int:
+def _details(children: list[Child], namespace: str) -> tuple[int]:
     """
-    The priority of an available presence (RFC 6121, 4.7.2.3): 0 without
-    one, or when it is not a number.
+    What an available presence in C{namespace} says of its resource, from
+    its C{children}, as the arguments of
+    L{TargetPresenceHandler.availableFrom} after the sender: its priority
+    (RFC 6121, 4.7.2.3: 0 without one, or when it is not a number).
     """
-    for child in presence.children:
-        if getattr(child, "name", None) == "priority" and child.uri == presence.uri:
+    for childNamespace, name, _, text in children:
+        if name == "priority" and childNamespace == namespace:
             try:
-                return int(str(child))
+                return (int(text),)
             except ValueError:
-                return 0
-    return 0
+                return (0,)
+    return (0,)
 
 
 class TargetPresenceHandler(PresenceProtocol):
@@ -232,6 +240,7 @@ class TargetPresenceHandler(PresenceProtocol):
 
     def connectionInitialized(self) -> None:
         super().connectionInitialized()
+        takePresence(self.xmlstream, self.presenceReceived)
         self.askForSubscription()
 
     def connectionLost(self, reason) -> None:
@@ -272,11 +281,41 @@ class TargetPresenceHandler(PresenceProtocol):
             return
         presenceType = element.getAttribute("type")
         if presenceType is None:
-            self.availableFrom(sender, _priority(element))
+            children = [
+                (child.uri, child.name, child.attributes, str(child))
+                for child in element.elements()
+            ]
+            self.availableFrom(sender, *_details(children, element.uri))
         elif presenceType == "unavailable":
             self.unavailableFrom(sender)
         else:
             super()._onPresence(element)
+
+    def presenceReceived(self, presence: dict[str, str], inner: bytes) -> bool:
+        """
+        Presence as bytes, from the fast path
+        (L{client_proxy.fastpath.takePresence}): the target's available
+        and unavailable presence is read here as L{_onPresence} reads it
+        from an element, without building one; the rest is declined, and
+        reaches L{_onPresence} and the other handlers as an element.
+
+        @return: whether it was taken.
+        """
+        sender = presence.get("from", "")
+        if bare(sender) != self._target:
+            return False
+        presenceType = presence.get("type")
+        if presenceType == "unavailable":
+            self.unavailableFrom(sender)
+            return True
+        if presenceType is not None:
+            return False
+        namespace = presence.get("xmlns", NS_COMPONENT_ACCEPT)
+        children = childElements(inner, namespace) if inner.strip() else []
+        if children is None:
+            return False
+        self.availableFrom(sender, *_details(children, namespace))
+        return True
 
     def availableFrom(self, sender: str, priority: int) -> None:
         """

@@ -5,12 +5,15 @@ The fast path: stanzas found with expat, IQs taken as bytes.
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.testing import StringTransport
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 
 from client_proxy.fastpath import (
     FastXmlStream,
+    childElements,
     StanzaSplitter,
     compact,
     errorCondition,
@@ -222,3 +225,139 @@ def test_an_iq_using_a_prefix_of_the_root_goes_to_the_element_parser():
     [element] = parse(first)
     assert (element.uri, element.name) == ("urn:root", "q"), "declared where it is used"
     assert second == b"<q xmlns='u'/>"
+
+
+class Socket(FileDescriptor):
+    """
+    A socket's transport, on a memory reactor: it takes at most
+    C{room} bytes per send, or fails with C{error}.
+    """
+
+    def __init__(self, reactor, room=1 << 20, error=None):
+        super().__init__(reactor)
+        self.connected = True
+        self.room = room
+        self.error = error
+        self.sent = []
+
+    def writeSomeData(self, data):
+        if self.error is not None:
+            return self.error
+        taken = bytes(data[: self.room])
+        if taken:
+            self.sent.append(taken)
+        return len(taken)
+
+
+def echoing_stream(socket):
+    """
+    A fast stream on C{socket} that answers every IQ get with a result.
+    """
+    xs = FastXmlStream(xmlstream.ConnectAuthenticator("proxy.example.org"))
+    xs.makeConnection(socket)
+
+    def answer(attributes, inner):
+        xs.send(b"<iq type='result' id='%s'/>" % attributes["id"].encode())
+        return True
+
+    xs.setIQHandler(answer)
+    xs.dataReceived(HEADER)
+    while socket.reactor.getWriters():  # the reactor's turns: the header
+        socket.doWrite()
+    socket.sent.clear()
+    return xs
+
+
+def test_what_a_read_sends_goes_to_the_socket_when_the_read_is_done():
+    """
+    Every answer a read brings out leaves in one send, during the read,
+    without the reactor's turn: the transport is never registered.
+    """
+    reactor = MemoryReactor()
+    socket = Socket(reactor)
+    xs = echoing_stream(socket)
+    xs.dataReceived(b"<iq type='get' id='1'/><iq type='get' id='2'/>")
+    assert socket.sent == [b"<iq type='result' id='1'/><iq type='result' id='2'/>"]
+    assert reactor.getWriters() == []
+
+
+def test_what_the_socket_does_not_take_is_left_to_the_transport():
+    """
+    The rest waits in the transport, registered with the reactor; while it
+    holds anything, what later reads send goes after it, never straight to
+    the socket.
+    """
+    reactor = MemoryReactor()
+    socket = Socket(reactor, room=10)
+    xs = echoing_stream(socket)
+    xs.dataReceived(b"<iq type='get' id='1'/>")
+    assert socket.sent == [b"<iq type='"]
+    assert reactor.getWriters() == [socket]
+    xs.dataReceived(b"<iq type='get' id='2'/>")
+    assert socket.sent == [b"<iq type='"], "nothing overtakes what is buffered"
+    socket.room = 1 << 20
+    socket.doWrite()
+    assert b"".join(socket.sent) == b"<iq type='result' id='1'/><iq type='result' id='2'/>"
+    assert reactor.getWriters() == []
+
+
+def test_a_broken_socket_is_left_to_the_reactor():
+    """
+    A send that finds the connection lost leaves the bytes with the
+    transport, registered: the reactor's next turn meets the error and
+    ends the connection as always.
+    """
+    reactor = MemoryReactor()
+    socket = Socket(reactor)
+    xs = echoing_stream(socket)
+    socket.error = ConnectionLost()
+    xs.dataReceived(b"<iq type='get' id='1'/>")
+    assert reactor.getWriters() == [socket]
+    assert isinstance(socket.doWrite(), ConnectionLost)
+
+
+def test_sends_outside_a_read_wait_for_the_reactor():
+    reactor = MemoryReactor()
+    socket = Socket(reactor)
+    xs = echoing_stream(socket)
+    xs.send(b"<presence/>")
+    assert socket.sent == []
+    assert reactor.getWriters() == [socket]
+
+
+def test_presence_is_offered_to_its_handler():
+    """
+    Presence goes to the presence handler, IQs to the IQ handler; what
+    either declines, and messages, flow on.
+    """
+    passed, offered = [], []
+    splitter = StanzaSplitter(passed.append)
+    splitter.onPresence = lambda attributes, inner: (
+        offered.append((attributes, inner)) or attributes.get("type") != "subscribed"
+    )
+    splitter.feed(HEADER + STANZAS + b"<presence type='subscribed'><x/></presence>")
+    assert offered == [
+        ({"from": "s@x/r"}, b""),
+        ({"type": "subscribed"}, b"<x/>"),
+    ]
+    assert b"".join(passed) == (
+        HEADER
+        + b"<iq type='result' id='a&gt;' to='x' note='has > inside'/>"
+        + b"<iq type='get' id='2'>  <q xmlns='u'>t&amp;x<b/>\xc3\xa9</q></iq>\n"
+        + b"<iq type='set' id='declined'></iq ><message><body>hi</body></message>"
+        + b"<presence type='subscribed'><x/></presence>"
+    )
+
+
+def test_child_elements():
+    assert childElements(
+        b" <priority>5<b>x</b>&amp;</priority><c xmlns='urn:c' node='n'/>"
+        b"<p:x xmlns:p='urn:p'>t</p:x>",
+        "jabber:client",
+    ) == [
+        ("jabber:client", "priority", {}, "5&"),
+        ("urn:c", "c", {"node": "n"}, ""),
+        ("urn:p", "x", {}, "t"),
+    ]
+    assert childElements(b"", "jabber:client") == []
+    assert childElements(b"<q:x/>", "jabber:client") is None, "an undeclared prefix"

@@ -6,11 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.words.protocols.jabber import xmlstream
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
 from zope.interface import implementer
 
+from client_proxy.fastpath import FastXmlStream
 from client_proxy.presence import IResourceIndex, Resources, TargetPresenceHandler
 
 COMPONENT = "proxy.example.org"
@@ -50,9 +53,35 @@ def presence(sender, type=None, priority=None, to=COMPONENT):
     return element
 
 
-@pytest.fixture
-def setup():
-    stub = XmlStreamStub()
+class FastStreamStub:
+    """
+    Like Wokkel's L{XmlStreamStub}, on the fast path: what is sent to it
+    reaches a L{FastXmlStream} as bytes, after a stream header.
+    """
+
+    def __init__(self):
+        self.output = []
+        self.xmlstream = FastXmlStream(xmlstream.ConnectAuthenticator(COMPONENT))
+        self.xmlstream.makeConnection(StringTransport())
+        self.xmlstream.dataReceived(
+            b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'"
+            b" xmlns='jabber:component:accept' from='proxy.example.org' id='x'>"
+        )
+        self.xmlstream.send = self.output.append
+        self.dispatched = []
+        self.xmlstream.addObserver("/presence", self.dispatched.append, 100)
+
+    def send(self, element):
+        self.xmlstream.dataReceived(element.toXml().encode("utf-8"))
+
+
+@pytest.fixture(params=["elements", "bytes"])
+def setup(request):
+    """
+    The handler on a stream that dispatches elements, and on the fast
+    path, which hands it presence as bytes: every test below holds for both.
+    """
+    stub = XmlStreamStub() if request.param == "elements" else FastStreamStub()
     resources = Resources()
     recorder = Recorder()
     resources.addObserver(recorder)
@@ -195,6 +224,90 @@ def test_priority(setup, text, expected):
     element.addElement("priority", content=text)
     stub.send(element)
     assert resources.priority(TARGET + "/a") == expected
+
+
+def test_the_fast_path_takes_the_targets_available_and_unavailable_presence():
+    """
+    On the fast path, the target's available and unavailable presence is
+    read from the bytes; everything else reaches the stream's observers
+    as elements, in order.
+    """
+    stub = FastStreamStub()
+    resources = Resources()
+    handler = TargetPresenceHandler(JID(COMPONENT), JID(TARGET), resources, Clock())
+    handler.parent = stub.xmlstream
+    handler.makeConnection(stub.xmlstream)
+    handler.connectionInitialized()
+    for element in (
+        presence(TARGET + "/a", priority=3),
+        presence("user@example.org/x"),
+        presence(TARGET + "/b"),
+        presence(TARGET, "subscribed"),
+        presence(TARGET + "/b", "unavailable"),
+        presence(TARGET + "/c", "error"),
+    ):
+        stub.send(element)
+    assert [(e.getAttribute("from"), e.getAttribute("type")) for e in stub.dispatched] == [
+        ("user@example.org/x", None),
+        (TARGET, "subscribed"),
+        (TARGET + "/c", "error"),
+    ]
+
+
+_children = st.lists(
+    st.sampled_from(
+        [
+            "<priority>%s</priority>",
+            "<priority xmlns='jabber:client'>%s</priority>",
+            "<status>%s</status>",
+            "<x xmlns='urn:x'><priority>9</priority></x>",
+            "<p:priority xmlns:p='urn:p'>%s</p:priority>",
+            "<priority>%s<!-- c --></priority>",
+            "<priority><![CDATA[%s]]></priority>",
+            " ",
+        ]
+    ),
+    max_size=4,
+)
+
+
+@given(_children, st.sampled_from(["3", " -7 ", "x", "", "12&#x33;"]), st.booleans())
+def test_bytes_and_elements_say_the_same(children, text, clientNamespace):
+    """
+    The fast path reads a presence's priority as the element path does:
+    the first C{<priority/>} child in the stanza's namespace, whatever the
+    other children, the stanza's namespace, or how the text is written.
+    """
+    declaration = " xmlns='jabber:client'" if clientNamespace else ""
+    inner = "".join(child.replace("%s", text) for child in children)
+    stanza = "<presence%s from='%s/a'>%s</presence>" % (declaration, TARGET, inner)
+    priorities = []
+    for stub in (XmlStreamStub(), FastStreamStub()):
+        resources = Resources()
+        handler = TargetPresenceHandler(JID(COMPONENT), JID(TARGET), resources, Clock())
+        handler.parent = stub.xmlstream
+        handler.makeConnection(stub.xmlstream)
+        handler.connectionInitialized()
+        if isinstance(stub, FastStreamStub):
+            stub.xmlstream.dataReceived(stanza.encode("utf-8"))
+            assert stub.dispatched == []
+        else:
+            stub.send(parseStanza(stanza))
+        priorities.append(resources.priority(TARGET + "/a"))
+    assert priorities[0] == priorities[1]
+
+
+def parseStanza(text):
+    """
+    A stanza as Twisted's element parser builds it in a component stream.
+    """
+    stream = domish.elementStream()
+    stanzas = []
+    stream.DocumentStartEvent = lambda root: None
+    stream.ElementEvent = stanzas.append
+    stream.DocumentEndEvent = lambda: None
+    stream.parse(b"<s xmlns='jabber:component:accept'>" + text.encode("utf-8"))
+    return stanzas[0]
 
 
 def test_repeated_presence_changes_nothing(setup):
