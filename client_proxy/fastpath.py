@@ -70,12 +70,14 @@ def iqBytes(attributes: dict[str, str], inner: bytes) -> bytes:
     """
     Serialize an IQ from its attributes, in their order, and inner XML.
     """
-    head = "<iq" + "".join(
-        " %s='%s'" % (name, escape(value)) for name, value in attributes.items()
-    )
+    head = ["<iq"]
+    for name, value in attributes.items():
+        head += (" ", name, "='", escape(value), "'")
     if inner:
-        return (head + ">").encode("utf-8") + inner + b"</iq>"
-    return (head + "/>").encode("utf-8")
+        head.append(">")
+        return "".join(head).encode("utf-8") + inner + b"</iq>"
+    head.append("/>")
+    return "".join(head).encode("utf-8")
 
 
 def errorIQBytes(
@@ -584,10 +586,13 @@ class FastXmlStream(xmlstream.XmlStream):
         if not self.writeAtOnce.reading or not isinstance(self.transport, FileDescriptor):
             super().send(obj)
             return
-        if domish.IElement.providedBy(obj):
-            obj = obj.toXml()  # type: ignore[union-attr]
-        if isinstance(obj, str):
-            obj = obj.encode("utf-8")
+        # Bytes, from the fast path, are asked about first: an interface
+        # check costs more than the rest of this method.
+        if not isinstance(obj, bytes):
+            if domish.IElement.providedBy(obj):
+                obj = obj.toXml()  # type: ignore[union-attr]
+            if isinstance(obj, str):
+                obj = obj.encode("utf-8")
         if self.rawDataOutFn:
             self.rawDataOutFn(obj)
         if self._out is None:
