@@ -8,6 +8,7 @@ probes (section 4.3) and presence broadcast (sections 4.4 and 4.5).
 """
 
 from collections.abc import Collection
+from functools import lru_cache
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -194,6 +195,19 @@ def _details(children: list[Child], namespace: str) -> tuple[int]:
     return (0,)
 
 
+@lru_cache(maxsize=4096)
+def _detailsOf(inner: bytes, namespace: str) -> tuple[int] | None:
+    """
+    L{_details} of a presence in C{namespace} whose inner XML is C{inner},
+    or C{None} if it is not well-formed on its own. In a storm the same
+    bytes come again and again (every resource's presence after each
+    approval, its C{<delay/>} stamp included), so the answers for the last
+    few thousand are kept.
+    """
+    children = childElements(inner, namespace) if inner.strip() else []
+    return None if children is None else _details(children, namespace)
+
+
 class TargetPresenceHandler(PresenceProtocol):
     """
     Subscribes to the target's presence and tracks its resources.
@@ -310,11 +324,10 @@ class TargetPresenceHandler(PresenceProtocol):
             return True
         if presenceType is not None:
             return False
-        namespace = presence.get("xmlns", NS_COMPONENT_ACCEPT)
-        children = childElements(inner, namespace) if inner.strip() else []
-        if children is None:
+        details = _detailsOf(inner, presence.get("xmlns", NS_COMPONENT_ACCEPT))
+        if details is None:
             return False
-        self.availableFrom(sender, *_details(children, namespace))
+        self.availableFrom(sender, *details)
         return True
 
     def availableFrom(self, sender: str, priority: int) -> None:
