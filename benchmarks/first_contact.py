@@ -63,25 +63,32 @@ from _loadgen import (  # noqa: E402
 COMPONENT = "proxy.example.org"
 
 
-def fleet_main(port: int, count: int, conn) -> None:
+def fleet_main(port: int, count: int, conn, target: str = TARGET, preApprove: bool = False) -> None:
     """
-    A process: C{count} workers, resources of the target. Each approves
+    A process: C{count} workers, resources of C{target}. Each approves
     every subscription request and answers every IQ get or set with an
     empty result; everything else (presence, roster pushes) is read and
-    dropped. Says "ready" on C{conn} once all are online, and runs until
-    told to stop.
+    dropped. With C{preApprove}, the first one approves the component
+    before it asks (RFC 6121, 3.4), so that no worker is asked. Sends the
+    workers' full JIDs on C{conn} once all are online, and runs until told
+    to stop.
     """
     selector = selectors.DefaultSelector()
     workers = {}
+    jids = []
     for n in range(count):
-        sock, reader, jid = login(port, TARGET.partition("@")[0], "w%d" % n)
+        sock, reader, jid = login(port, target.partition("@")[0], "w%d" % n, presence=False)
+        if preApprove and n == 0:
+            sock.sendall(("<presence type='subscribed' to='%s'/>" % (COMPONENT,)).encode())
+        sock.sendall(b"<presence/>")
+        jids.append(jid)
         sock.setblocking(False)
         workers[sock.fileno()] = (sock, reader)
         selector.register(sock, selectors.EVENT_READ)
         if n % 50 == 49:
             _serve(selector, workers, 0)
     selector.register(conn.fileno(), selectors.EVENT_READ)
-    conn.send("ready")
+    conn.send(jids)
     while not conn.poll():
         _serve(selector, workers, 0.5)
     for sock, _ in workers.values():

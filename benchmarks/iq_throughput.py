@@ -76,14 +76,19 @@ from _loadgen import (  # noqa: E402
 PAYLOAD = "<bench xmlns='urn:bench'/>"
 
 
-def pipeline(sock, reader, to: str, count: int, window: int, tag: str) -> dict:
+def pipeline(sock, reader, to: str | list[str], count: int, window: int, tag: str) -> dict:
     """
-    Send C{count} IQ gets to C{to}, keeping C{window} unanswered; return
-    the latencies (ns, indexed by request), the errors and the elapsed time.
+    Send C{count} IQ gets to C{to} (to each address of a list in turn),
+    keeping C{window} unanswered; return the latencies (ns, indexed by
+    request), the errors and the elapsed time.
     """
     prefix = tag + "-"
     plen = len(prefix)
-    template = "<iq type='get' id='" + prefix + "%d' to='" + to + "'>" + PAYLOAD + "</iq>"
+    templates = [
+        "<iq type='get' id='" + prefix + "%d' to='" + address + "'>" + PAYLOAD + "</iq>"
+        for address in ([to] if isinstance(to, str) else to)
+    ]
+    turns = len(templates)
     sentAt = [0] * count
     latency = [0] * count
     errors: dict[str, int] = {}
@@ -96,7 +101,7 @@ def pipeline(sock, reader, to: str, count: int, window: int, tag: str) -> dict:
     start = clock()
     for i in range(sent):
         sentAt[i] = start
-    sock.sendall("".join([template % i for i in range(sent)]).encode())
+    sock.sendall("".join([templates[i % turns] % i for i in range(sent)]).encode())
     done = 0
     while done < count:
         data = recv(262144)
@@ -121,7 +126,7 @@ def pipeline(sock, reader, to: str, count: int, window: int, tag: str) -> dict:
             now = clock()
             for i in range(sent, sent + more):
                 sentAt[i] = now
-            sock.sendall("".join([template % i for i in range(sent, sent + more)]).encode())
+            sock.sendall("".join([templates[i % turns] % i for i in range(sent, sent + more)]).encode())
             sent += more
     return {"latency": latency, "errors": errors, "elapsed": (clock() - start) / 1e9}
 
