@@ -388,6 +388,19 @@ def build_info() -> str:
         p.name for p in installed.glob("*.py")
     ):
         same = False
+    return "installed client_proxy %s (%s the working tree at %s)" % (
+        digest.hexdigest()[:12],
+        "same as" if same else "DIFFERS from",
+        commit(),
+    )
+
+
+def commit() -> str:
+    """
+    The working tree's commit, abbreviated, or C{?}.
+    """
+    import subprocess
+
     try:
         head = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -396,12 +409,8 @@ def build_info() -> str:
             timeout=10,
         ).stdout.strip()
     except Exception:
-        head = "?"
-    return "installed client_proxy %s (%s the working tree at %s)" % (
-        digest.hexdigest()[:12],
-        "same as" if same else "DIFFERS from",
-        head or "?",
-    )
+        head = ""
+    return head or "?"
 
 
 def machine_busy_seconds() -> float:

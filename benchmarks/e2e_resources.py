@@ -43,7 +43,7 @@ from _loadgen import (  # noqa: E402
     wait_for_quiet,
 )
 from first_contact import COMPONENT, fleet_main, settle  # noqa: E402
-from iq_throughput import requester_main  # noqa: E402
+from iq_throughput import start_requester  # noqa: E402
 
 from client_proxy.dispatch import STRATEGIES  # noqa: E402
 
@@ -84,12 +84,7 @@ def main(argv=None) -> int:
             stops.append(conn)
         serverPid = server_pid(server)
         settle(serverPid)
-        conn, child = ctx.Pipe()
-        requester = ctx.Process(target=requester_main, args=(server.c2s_port, child), daemon=True)
-        requester.start()
-        if not conn.poll(30):
-            raise RuntimeError("the requester did not log in")
-        conn.recv()
+        requester, conn = start_requester(ctx, server.c2s_port)
 
         def run(name: str, to, pids: dict) -> dict:
             conn.send((to, args.count, args.window, args.warmup, dict(pids, prosody=serverPid)))

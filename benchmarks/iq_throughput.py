@@ -175,6 +175,20 @@ def requester_main(port: int, conn) -> None:
         )
 
 
+def start_requester(ctx, port: int):
+    """
+    Start L{requester_main} in a process of its own; return the process
+    and the end of the pipe that runs its phases, once it is logged in.
+    """
+    conn, child = ctx.Pipe()
+    requester = ctx.Process(target=requester_main, args=(port, child), daemon=True)
+    requester.start()
+    if not conn.poll(30):
+        raise RuntimeError("the requester did not log in")
+    conn.recv()
+    return requester, conn
+
+
 def columns(server: str) -> tuple:
     return ("component", server, "requester", "responder", "other")
 
@@ -306,12 +320,7 @@ def main(argv=None) -> int:
             }
             if args.verbose:
                 print("pids: %s" % (pids,), file=sys.stderr, flush=True)
-            conn, conn_child = ctx.Pipe()
-            requester = ctx.Process(target=requester_main, args=(server.c2s_port, conn_child), daemon=True)
-            requester.start()
-            if not conn.poll(30):
-                raise RuntimeError("the requester did not log in")
-            conn.recv()
+            requester, conn = start_requester(ctx, server.c2s_port)
             for phase in phases:
                 to = responder_jid if phase == "direct" else next(iter(server.components))
                 if args.verbose:

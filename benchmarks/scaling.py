@@ -36,7 +36,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -45,12 +44,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from twisted.internet.abstract import FileDescriptor  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import MemoryReactor  # noqa: E402
 from twisted.words.protocols.jabber import xmlstream  # noqa: E402
 
+from _loadgen import commit  # noqa: E402
 from client_proxy.dispatch import STRATEGIES  # noqa: E402
 from client_proxy.fastpath import FastXmlStream  # noqa: E402
 from client_proxy.inflight import RequestTable  # noqa: E402
@@ -237,20 +238,11 @@ def machine() -> dict:
         if line.startswith("model name"):
             cpu = line.partition(":")[2].strip()
             break
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except OSError:
-        commit = "?"
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
-        "commit": commit,
+        "commit": commit(),
         "load_average": os.getloadavg(),
     }
 
