@@ -5,7 +5,8 @@ and the CPU it spends expiring them.
 Starts a private Prosody on loopback, an implementing client
 (C{service@example.org/bench}) that approves the component's subscription
 but never answers an IQ, the component as C{twistd -n client-proxy} with the
-limits raised (C{--max-in-flight} and C{--max-in-flight-per-requester}
+limits raised (C{--max-in-flight}, C{--max-in-flight-per-requester} and
+C{--max-in-flight-per-domain}
 200000), and requesters (several connections in one process) that send IQ
 gets to proxy.example.org, paced so that at most C{--lag} requests are on
 their way between the requesters and the responder at any time.
@@ -215,6 +216,7 @@ def main(argv=None) -> int:
     limits = [
         "--max-in-flight", str(max(200000, 2 * args.count)),
         "--max-in-flight-per-requester", str(max(200000, 2 * args.count)),
+        "--max-in-flight-per-domain", str(max(200000, 2 * args.count)),
     ]
     results = {
         "count": args.count,
