@@ -256,7 +256,10 @@ AXES = {
 
 
 def numbers(text: str) -> list[int]:
-    return [int(n.replace("_", "").replace(",", "")) for n in text.split(":")]
+    """
+    A list of numbers written C{2,100,1_000} or C{2:100:1000}.
+    """
+    return [int(n) for n in re.split(r"[,:]", text) if n.strip()]
 
 
 def main(argv=None) -> int:
@@ -266,10 +269,10 @@ def main(argv=None) -> int:
     parser.add_argument("--axes", default=",".join(AXES), help="comma-separated: " + ", ".join(AXES))
     parser.add_argument("--count", type=int, default=5000, help="IQs per run (default 5000)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per point; the median is kept")
-    parser.add_argument("--resources", type=numbers, default=numbers("2:10:100:1000:10000"))
-    parser.add_argument("--requesters", type=numbers, default=numbers("1:10:100:1000:10000:100000"))
-    parser.add_argument("--inflight", type=numbers, default=numbers("0:100:1000:10000:100000"))
-    parser.add_argument("--proxies", type=numbers, default=numbers("1:10:100"))
+    parser.add_argument("--resources", type=numbers, default=numbers("2,10,100,1000,10000"))
+    parser.add_argument("--requesters", type=numbers, default=numbers("1,10,100,1000,10000,100000"))
+    parser.add_argument("--inflight", type=numbers, default=numbers("0,100,1000,10000,100000"))
+    parser.add_argument("--proxies", type=numbers, default=numbers("1,10,100"))
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON to FILE")
     args = parser.parse_args(argv)
     results = {
