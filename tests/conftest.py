@@ -8,9 +8,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.support.prosody import Prosody, prosody_available
-from tests.support.proxy import client_proxy
-from tests.support.xmpp import Client
+from harness.prosody import Prosody, prosody_available
+from harness.proxy import client_proxy
+from harness.xmpp import Client
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,10 @@ import signal
 
 import pytest
 
+from harness.prosody import Prosody, prosody_available
+from harness.proxy import ROOT, ProxyProcess, run_twistd
+from harness.xmpp import Client, Responder
 from tests.conftest import online
-from tests.support.prosody import Prosody, prosody_available
-from tests.support.proxy import ROOT, ProxyProcess, run_twistd
-from tests.support.xmpp import Client, Responder
 
 FIRST, SECOND = "proxy.example.org", "proxy2.example.org"
 

@@ -16,10 +16,10 @@ from typing import Iterator
 
 import pytest
 
+from harness.ejabberd import Ejabberd, EjabberdCluster, ejabberd_available
+from harness.proxy import client_proxy
+from harness.xmpp import NS_ROSTER, Client, Responder, error_condition, tag
 from tests.conftest import COMPONENT
-from tests.support.ejabberd import Ejabberd, EjabberdCluster, ejabberd_available
-from tests.support.proxy import client_proxy
-from tests.support.xmpp import NS_ROSTER, Client, Responder, error_condition, tag
 
 if not ejabberd_available():
     if os.environ.get("CI"):

@@ -10,10 +10,10 @@ from urllib.request import urlopen
 
 import pytest
 
+from harness.prosody import free_port
+from harness.proxy import ROOT, ProxyProcess
+from harness.xmpp import Responder
 from tests.conftest import COMPONENT, online, user
-from tests.support.prosody import free_port
-from tests.support.proxy import ROOT, ProxyProcess
-from tests.support.xmpp import Responder
 
 EXAMPLE = ROOT / "examples" / "embedding.py"
 

@@ -3,12 +3,15 @@ The integration-test harness against a real Prosody: clients, IQs,
 subscriptions, disconnection.
 """
 
+import subprocess
+import sys
 from typing import Iterator
 
 import pytest
 
-from tests.support.prosody import Prosody
-from tests.support.xmpp import Client, Responder, tag
+from harness.prosody import Prosody
+from harness.proxy import ROOT
+from harness.xmpp import Client, Responder, tag
 
 
 @pytest.fixture
@@ -50,3 +53,20 @@ def test_subscription_and_disconnection(alice: Client, bob: Responder) -> None:
     assert [request.get("from") for request in bob.subscribe_requests] == ["alice@example.org"]
     bob.kill()
     alice.wait_for(lambda el: tag(el) == "presence" and el.get("from") == bob.jid and el.get("type") == "unavailable")
+
+
+def test_the_benchmarks_do_not_import_the_tests() -> None:
+    """
+    The benchmarks take the servers and the proxy process from C{harness/},
+    never from the test package.
+    """
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks');"
+        "import _loadgen, flood, inflight_memory, iq_throughput;"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'tests'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

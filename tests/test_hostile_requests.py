@@ -6,9 +6,9 @@ real client connections stand for everyone else.
 
 from xml.sax.saxutils import quoteattr
 
+from harness.xmpp import Responder, error_condition, error_type, tag
 from tests.conftest import COMPONENT, online, user
 from tests.support.hostile import HostileComponent
-from tests.support.xmpp import Responder, error_condition, error_type, tag
 
 FLOOD = 5000
 

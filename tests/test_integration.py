@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from harness.proxy import ROOT, ProxyProcess, run_twistd
+from harness.xmpp import Responder, error_condition, error_type
 from tests.conftest import COMPONENT, online, user
-from tests.support.proxy import ROOT, ProxyProcess, run_twistd
-from tests.support.xmpp import Responder, error_condition, error_type
 
 def test_the_seed_exchange(prosody, target, clients, proxy):
     """

@@ -30,7 +30,7 @@ from client_proxy.routing import Routing
 from client_proxy.router import IQRouter
 from client_proxy.tap import Options
 from client_proxy.service import GracefulStop, makeMetricsService, makeProxiesService
-from tests.support.prosody import free_port
+from harness.prosody import free_port
 from tests.test_router import COMPONENT, R1, R2, TARGET, USER, FirstStrategy, Stream, iq
 
 A, B = "proxy.example.org", "proxy2.example.org"

@@ -9,10 +9,10 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.prosody import free_port
+from harness.proxy import ROOT, ProxyProcess, run_twistd
+from harness.xmpp import Responder, error_condition
 from tests.conftest import COMPONENT, online, user
-from tests.support.prosody import free_port
-from tests.support.proxy import ROOT, ProxyProcess, run_twistd
-from tests.support.xmpp import Responder, error_condition
 
 
 def scrape(port):

@@ -9,10 +9,10 @@ from xml.sax.saxutils import quoteattr
 
 import pytest
 
+from harness.prosody import Prosody
+from harness.proxy import client_proxy
+from harness.xmpp import Client, Responder, error_condition, tag
 from tests.conftest import COMPONENT, online
-from tests.support.prosody import Prosody
-from tests.support.proxy import client_proxy
-from tests.support.xmpp import Client, Responder, error_condition, tag
 
 NODE = "node1." + COMPONENT
 
@@ -77,7 +77,7 @@ def test_sigterm_answers_requests_in_flight_through_the_shared_jid(server):
 
 
 def test_instance_jid_must_differ():
-    from tests.support.proxy import run_twistd
+    from harness.proxy import run_twistd
 
     code, output = run_twistd(["client-proxy", "--jid", COMPONENT, "--target", "s@example.org",
                                "--secret", "x", "--instance-jid", COMPONENT])

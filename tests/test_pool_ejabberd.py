@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from harness.ejabberd import EjabberdCluster, ejabberd_available
+from harness.proxy import client_proxy
+from harness.xmpp import Client, Responder
 from tests.conftest import COMPONENT
-from tests.support.ejabberd import EjabberdCluster, ejabberd_available
-from tests.support.proxy import client_proxy
-from tests.support.xmpp import Client, Responder
 
 if not ejabberd_available():
     if os.environ.get("CI"):

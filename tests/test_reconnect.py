@@ -5,9 +5,9 @@ Prosody is cut while requests are in flight.
 
 import time
 
+from harness.xmpp import Responder, error_condition, error_type
 from tests.conftest import COMPONENT, online, user
 from tests.support.relay import Relay
-from tests.support.xmpp import Responder, error_condition, error_type
 from tests.test_reliability import answer, answer_to, send, wait_until
 
 

@@ -11,10 +11,10 @@ from xml.sax.saxutils import quoteattr
 
 import pytest
 
+from harness.prosody import Prosody
+from harness.proxy import client_proxy
+from harness.xmpp import Client, Responder, error_condition, error_type, tag
 from tests.conftest import COMPONENT, online, user
-from tests.support.prosody import Prosody
-from tests.support.proxy import client_proxy
-from tests.support.xmpp import Client, Responder, error_condition, error_type, tag
 
 
 def wait_until(condition, timeout=5.0, what="condition"):

@@ -6,8 +6,8 @@ and takes over when the first dies.
 import signal
 import time
 
+from harness.xmpp import Responder
 from tests.conftest import COMPONENT, online, user
-from tests.support.xmpp import Responder
 
 
 def test_standby_takes_over(prosody, target, clients, proxy):

@@ -5,8 +5,8 @@ and messages both ways.
 
 from xml.sax.saxutils import quoteattr
 
+from harness.xmpp import Responder, error_condition, tag
 from tests.conftest import COMPONENT, online, user
-from tests.support.xmpp import Responder, error_condition, tag
 
 
 def test_request_from_the_implementing_client(prosody, target, clients, proxy):

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.support import processes
+from harness import processes
 
 #: The user Prosody runs as: it refuses to run as root.
 PROSODY_USER = "prosody"
 
 CONFIG = """\
--- Written by tests/support/prosody.py
+-- Written by harness/prosody.py
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s_port} }}
 component_ports = {{ {component_port} }}
@@ -85,7 +85,7 @@ class Prosody:
         C{proxy.example.org}, with a random secret.
     @ivar hostile: the host and secret of one more component, always
         declared, C{evil.example.org}: a hostile domain whose users the
-        tests invent at will (L{tests.support.hostile}). It is not in
+        tests invent at will (C{tests/support/hostile.py}). It is not in
         L{components}, which are for proxies.
     """
 

@@ -52,9 +52,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.support import processes
-from tests.support.processes import descendant
-from tests.support.prosody import accepts, free_port
+from harness import processes
+from harness.processes import descendant
+from harness.prosody import accepts, free_port
 
 #: The user ejabberd runs as when the harness runs as root.
 EJABBERD_USER = "ejabberd"
@@ -62,7 +62,7 @@ EJABBERDCTL = "ejabberdctl"
 EPMD = "/usr/bin/epmd"
 
 CONFIG = """\
-# Written by tests/support/ejabberd.py
+# Written by harness/ejabberd.py
 hosts:
   - "{domain}"
 loglevel: {loglevel}
@@ -103,7 +103,7 @@ OWN_LISTENER = """\
 #: The ctl config: replaces /etc/default/ejabberd, which names the system
 #: server's configuration.
 CTL_CONFIG = """\
-# Written by tests/support/ejabberd.py
+# Written by harness/ejabberd.py
 EJABBERD_CONFIG_PATH={config}
 ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -start_epmd false -setcookie {cookie} -kernel inet_dist_use_interface {{127,0,0,1}}"
 EJABBERD_BYPASS_WARNINGS=true

@@ -11,12 +11,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support import processes
+from harness import processes
 
 #: The twistd of the Python running the tests: the virtualenv where
 #: scripts/setup installed client-proxy with `pip install .`.
 TWISTD = str(Path(sys.executable).parent / "twistd")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class ProxyProcess:
