@@ -183,6 +183,24 @@ class Prosody:
         except FileNotFoundError:
             return ""
 
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 10.0) -> None:
+        """
+        Wait until C{text} appears C{count} times in the log. Prosody's
+        debug log shows, among others, the stanzas it receives, and those
+        it has no handler for (what an external component sends the
+        server: C{"Unhandled component stanza: iq; xmlns=urn:xmpp:ping"}).
+
+        @raise AssertionError: not in time.
+        """
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "%r is in Prosody's log %d times, not %d:\n%s"
+                    % (text, self.log().count(text), count, self.log()[-5000:])
+                )
+            time.sleep(0.02)
+
     def __enter__(self) -> "Prosody":
         self.start()
         return self

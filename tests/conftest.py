@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from harness.prosody import Prosody, prosody_available
-from harness.proxy import client_proxy
+from harness.proxy import Logged, client_proxy
 from harness.xmpp import Client
 
 
@@ -72,4 +72,28 @@ def user(target):
 
 
 def online(proxy_process, resource, count=1):
-    proxy_process.wait_for_log("Resource online: " + resource, count=count)
+    """Wait until the proxy has seen C{resource} come online C{count} times."""
+    proxy_process.wait_for_log_event(
+        Logged("Resource online: {resource}", resource=resource), count=count
+    )
+
+
+def offline(proxy_process, resource, count=1):
+    """Wait until the proxy has seen C{resource} go offline C{count} times."""
+    proxy_process.wait_for_log_event(
+        Logged("Resource offline: {resource}", resource=resource), count=count
+    )
+
+
+def authenticated(proxy_process, jid, count=1, timeout=10.0):
+    """Wait until the proxy has authenticated as C{jid} C{count} times."""
+    proxy_process.wait_for_log_event(
+        Logged("Authenticated as {jid}", jid=jid), timeout=timeout, count=count
+    )
+
+
+def asking(proxy_process, target):
+    """Wait until the proxy has asked C{target} for a presence subscription."""
+    proxy_process.wait_for_log_event(
+        Logged("Asking {target} for a presence subscription", target=target)
+    )

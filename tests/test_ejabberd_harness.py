@@ -19,7 +19,7 @@ import pytest
 from harness.ejabberd import Ejabberd, EjabberdCluster, ejabberd_available
 from harness.proxy import client_proxy
 from harness.xmpp import NS_ROSTER, Client, Responder, error_condition, tag
-from tests.conftest import COMPONENT
+from tests.conftest import COMPONENT, asking, online
 
 if not ejabberd_available():
     if os.environ.get("CI"):
@@ -145,9 +145,9 @@ def test_proxied_answer(ejabberd: Ejabberd, connect, proxies) -> None:
     """
     target = "service0@example.org"
     proxy = proxies(ejabberd, target)
-    proxy.wait_for_log("Asking %s for a presence subscription" % target)
+    asking(proxy, target)
     service = connect(ejabberd.c2s_port, "service0", "a", Responder)
-    proxy.wait_for_log("Resource online: " + service.jid)
+    online(proxy, service.jid)
     requester = connect(ejabberd.c2s_port, "user", "abc")
 
     answer = requester.iq(COMPONENT)
@@ -313,7 +313,7 @@ def test_cluster_proxy_on_the_other_node(cluster: EjabberdCluster, connect, prox
     one, two = cluster.nodes
     service = connect(one.c2s_port, "service1", "a", Responder)
     proxy = proxies(two, "service1@example.org")
-    proxy.wait_for_log("Resource online: " + service.jid)
+    online(proxy, service.jid)
     requester = connect(one.c2s_port, "user", "cluster")
     answer = answered(requester, COMPONENT)
     assert answer.get("type") == "result"

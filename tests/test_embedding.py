@@ -10,7 +10,6 @@ from urllib.request import urlopen
 
 import pytest
 
-from harness.prosody import free_port
 from harness.proxy import ROOT, ProxyProcess
 from harness.xmpp import Responder
 from tests.conftest import COMPONENT, online, user
@@ -20,35 +19,26 @@ EXAMPLE = ROOT / "examples" / "embedding.py"
 
 class ScriptProcess(ProxyProcess):
     """
-    C{python examples/embedding.py}, which logs to its standard output: that
-    goes to the log file, as twistd's log does.
+    C{python examples/embedding.py}, which logs to its standard output (the
+    process's L{output}); C{harness_events} sees its log events as well.
     """
 
-    def start(self) -> "ScriptProcess":
-        self.logfile.write_text("")
-        self.process = subprocess.Popen(
-            ["sh", "-c", 'exec "$@" >"$EXAMPLE_LOG" 2>&1', "sh", sys.executable, str(EXAMPLE)],
-            cwd=self.workdir,
-            env=dict(self.env, EXAMPLE_LOG=str(self.logfile)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "harness_events", str(EXAMPLE)]
 
 
-def example(prosody, target: str, how: str) -> tuple[ProxyProcess, int]:
+def example(prosody, target: str, how: str) -> ProxyProcess:
     """
     The example, configured by the environment for C{prosody}'s component
-    and C{target}, started C{how} (C{twistd} or C{python}); and its web port.
+    and C{target}, started C{how} (C{twistd} or C{python}), its web site
+    on a port the system chooses.
     """
     component, secret = next(iter(prosody.components.items()))
-    port = free_port()
     env = {
         "CLIENT_PROXY_JID": component,
         "CLIENT_PROXY_TARGET": target,
         "CLIENT_PROXY_ENDPOINT": "tcp:host=127.0.0.1:port=%d" % (prosody.component_port,),
-        "EXAMPLE_WEB_PORT": str(port),
+        "EXAMPLE_WEB_PORT": "0",
     }
     if how == "twistd":
         process = ProxyProcess(["-y", str(EXAMPLE)], env=env)
@@ -57,7 +47,7 @@ def example(prosody, target: str, how: str) -> tuple[ProxyProcess, int]:
     secret_file = process.workdir / "secret"
     secret_file.write_text(secret + "\n")
     process.env["CLIENT_PROXY_SECRET_FILE"] = str(secret_file)
-    return process.start(), port
+    return process.start()
 
 
 def get(port: int, path: str) -> str:
@@ -69,9 +59,10 @@ def get(port: int, path: str) -> str:
 @pytest.mark.parametrize("how", ["twistd", "python"])
 def test_embedded_proxy_and_web_site(prosody, target, clients, how):
     service = clients(user(target), "a", Responder)
-    app, port = example(prosody, target, how)
+    app = example(prosody, target, how)
     try:
         online(app, service.jid)
+        port = app.listening_port("Site")
 
         answer = clients("user", "embedding-" + how).iq(COMPONENT)
         assert answer.get("type") == "result", answer
@@ -94,6 +85,8 @@ def test_embedded_proxy_and_web_site(prosody, target, clients, how):
         assert "Traceback" not in log and "Unhandled" not in log, log
         # Stopped, not killed: the component connection was closed.
         assert "Disconnected from" in log, log
+        if how == "python":
+            assert "Disconnected from" in app.output(), "it logs to its standard output"
     finally:
         app.remove()
 

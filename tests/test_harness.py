@@ -8,9 +8,11 @@ import sys
 from typing import Iterator
 
 import pytest
+from twisted.logger import Logger
 
+from harness.observer import harness_events
 from harness.prosody import Prosody
-from harness.proxy import ROOT
+from harness.proxy import ROOT, EventLog, Logged, Says, message
 from harness.xmpp import Client, Responder, tag
 
 
@@ -70,3 +72,29 @@ def test_the_benchmarks_do_not_import_the_tests() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_log_events_as_data(tmp_path, monkeypatch) -> None:
+    """
+    What the observer of the proxy processes writes, L{EventLog} reads:
+    each event's fields, and its message as the process formatted it
+    (C{{count:,}} included); a record half written waits for its end.
+    """
+    path = tmp_path / "events.json"
+    events = EventLog(path)
+    monkeypatch.setenv(harness_events.VARIABLE, str(path))
+    log = Logger(namespace="test", observer=harness_events.observer())
+    log.info("{proxy}: refused {count:,} requests", proxy="proxy.example.org", count=4900)
+    with open(path, "a") as f:
+        f.write('\x1e{"log_format": "Resource onl')
+    [event] = events.events()
+    assert (event["log_namespace"], event["count"]) == ("test", 4900)
+    assert message(event) == "proxy.example.org: refused 4,900 requests"
+    assert Logged("{proxy}: refused {count:,} requests", count=4900)(event)
+    assert not Logged("{proxy}: refused {count:,} requests", count=1)(event)
+    assert not Logged(count=4900, action="refused")(event)
+    assert Says("refused 4,900")(event)
+    assert events.text().endswith(" [test#info] proxy.example.org: refused 4,900 requests\n")
+    with open(path, "a") as f:
+        f.write('ine: {resource}", "resource": "a@example.org/b"}\n')
+    assert [message(e) for e in events.events()][1:] == ["Resource online: a@example.org/b"]
