@@ -53,8 +53,8 @@ from pathlib import Path
 from types import TracebackType
 
 from harness import processes
+from harness.ports import PortTaken, listening, on_free_ports
 from harness.processes import descendant
-from harness.prosody import accepts, free_port
 
 #: The user ejabberd runs as when the harness runs as root.
 EJABBERD_USER = "ejabberd"
@@ -163,12 +163,31 @@ class Epmd:
     """
 
     def __init__(self) -> None:
-        self.port = free_port()
+        #: Chosen at the first start, kept at the next ones.
+        self.port = 0
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> None:
+        """
+        Start epmd unless it runs, and wait until it listens on its port:
+        the first time, one free at that moment, or another if that one is
+        taken before epmd binds it.
+        """
         if self.process is not None and self.process.poll() is None:
             return
+        if self.port:
+            self._start(timeout, self.port)
+        else:
+            on_free_ports(lambda port: self._start(timeout, port), 1)
+
+    def _start(self, timeout: float, port: int) -> None:
+        """
+        Start epmd on C{port}, and wait until it listens there.
+
+        @raise PortTaken: it exited first, as it does, quietly, when the
+            port is taken.
+        """
+        self.port = port
         self.process = subprocess.Popen(
             [EPMD, "-port", str(self.port), "-address", "127.0.0.1"],
             **_as_user(),
@@ -178,10 +197,13 @@ class Epmd:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        while not accepts(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
+        while not listening(self.process.pid, self.port):
+            if self.process.poll() is not None:
+                raise PortTaken("epmd exited (code %s) before listening on port %d"
+                                % (self.process.returncode, self.port))
+            if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("epmd did not start on port %d (exit code %s)" % (self.port, self.process.returncode))
+                raise RuntimeError("epmd did not listen on port %d in time" % (self.port,))
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -240,10 +262,11 @@ class Ejabberd:
         self.epmd = epmd or Epmd()
         self.cookie = cookie or secrets.token_hex(16)
         self.node = "%s@localhost" % (name or "ejabberd-test-" + secrets.token_hex(4),)
-        self.c2s_port = free_port()
-        self.component_port = free_port()
+        #: Chosen at the first start, kept at the next ones.
+        self.c2s_port = 0
+        self.component_port = 0
         self.own_components = own_components or {}
-        self.own_component_ports = {host: free_port() for host in self.own_components}
+        self.own_component_ports = {host: 0 for host in self.own_components}
         self.workdir = Path(tempfile.mkdtemp(prefix="ejabberd-"))
         self.config_file = self.workdir / "ejabberd.yml"
         self.ctl_config_file = self.workdir / "ejabberdctl.cfg"
@@ -326,15 +349,40 @@ class Ejabberd:
     def start(self, timeout: float = 30.0) -> None:
         """
         Start ejabberd in the foreground (its epmd first if it has its own),
-        and wait until both ports accept connections.
+        and wait until it listens on its ports. The first time, on ports
+        free at that moment, and on others if a port is taken before
+        ejabberd binds it; after that, on the same ports, which the
+        proxies know.
 
         @raise RuntimeError: ejabberd exited or was not listening in time;
             the message has its output and the end of its log.
+        @raise PortTaken: a port was taken, every time (the first start), or
+            is taken (the next ones).
         """
-        self.write_config()
         if self.own_epmd:
             self.epmd.start()
+        try:
+            if self.c2s_port:
+                self._start(timeout)
+            else:
+                on_free_ports(lambda *ports: self._start(timeout, *ports), len(self.ports()))
+        except BaseException:
+            if self.own_epmd:
+                self.epmd.stop()
+            raise
+
+    def _start(self, timeout: float, *ports: int) -> None:
+        """
+        Start ejabberd on C{ports} (c2s, component, then those of
+        L{own_components}; by default its own), and wait until it listens
+        on them.
+        """
+        if ports:
+            self.c2s_port, self.component_port, *own = ports
+            self.own_component_ports = dict(zip(self.own_components, own))
+        self.write_config()
         with open(self.console, "ab") as console:
+            printed = console.tell()
             self.process = subprocess.Popen(
                 self._command("foreground"),
                 cwd=self.workdir,
@@ -345,18 +393,30 @@ class Ejabberd:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_listening(timeout)
+        try:
+            self.wait_listening(timeout)
+        except RuntimeError:
+            if b"eaddrinuse" in self.console.read_bytes()[printed:]:
+                raise PortTaken("ejabberd %s: a port is taken (eaddrinuse)" % (self.node,))
+            raise
+
+    def ports(self) -> list[int]:
+        """
+        Every port ejabberd listens on.
+        """
+        return [self.c2s_port, self.component_port, *self.own_component_ports.values()]
 
     def wait_listening(self, timeout: float = 30.0) -> None:
         """
-        Wait until both ports accept connections.
+        Wait until ejabberd listens on all its L{ports}.
 
         @raise RuntimeError: ejabberd exited, or was not listening in time.
         """
         deadline = time.monotonic() + timeout
-        while not (accepts(self.c2s_port) and accepts(self.component_port)):
+        while not all(listening(self.process.pid, port) for port in self.ports()):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
+                self._terminate()
+                self._wait_stopped(15.0)
                 raise RuntimeError(
                     "ejabberd %s did not start (exit code %s):\n%s\n--- log tail ---\n%s"
                     % (self.node, self.process.returncode, self.console_output()[-5000:], self.log()[-5000:])

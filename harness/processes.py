@@ -34,11 +34,11 @@ def comm(pid: int) -> str:
         return ""
 
 
-def children(pid: int) -> list[int]:
+def _parents() -> dict[int, int]:
     """
-    The pids whose parent is C{pid}.
+    Every process's parent: pid -> parent pid.
     """
-    found = []
+    parents = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -47,8 +47,18 @@ def children(pid: int) -> list[int]:
                 data = f.read()
         except OSError:
             continue
-        if int(data[data.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry))
+        parents[int(entry)] = int(data[data.rindex(")") + 2 :].split()[1])
+    return parents
+
+
+def tree(pid: int) -> list[int]:
+    """
+    C{pid} and its descendants, parents first.
+    """
+    parents = _parents()
+    found = [pid]
+    for parent in found:
+        found.extend(child for child, its in parents.items() if its == parent)
     return found
 
 
@@ -57,10 +67,4 @@ def descendant(pid: int, name: str) -> int | None:
     C{pid}, or the first of its descendants, whose command name starts with
     C{name}; C{None} if none does.
     """
-    todo = [pid]
-    while todo:
-        pid = todo.pop(0)
-        if comm(pid).startswith(name):
-            return pid
-        todo.extend(children(pid))
-    return None
+    return next((each for each in tree(pid) if comm(each).startswith(name)), None)

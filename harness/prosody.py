@@ -6,7 +6,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from harness import processes
+from harness.ports import PortTaken, listening, on_free_ports
 
 #: The user Prosody runs as: it refuses to run as root.
 PROSODY_USER = "prosody"
@@ -48,31 +48,11 @@ def prosody_available() -> bool:
     return shutil.which("prosody") is not None
 
 
-def free_port() -> int:
-    """
-    A TCP port of 127.0.0.1 that is free right now.
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def lua_string(text: str) -> str:
     """
     C{text} as a Lua string literal.
     """
     return '"%s"' % (text.replace("\\", "\\\\").replace('"', '\\"'),)
-
-
-def accepts(port: int) -> bool:
-    """
-    Whether 127.0.0.1:C{port} accepts TCP connections.
-    """
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 class Prosody:
@@ -96,8 +76,9 @@ class Prosody:
             components = {"proxy." + self.domain: secrets.token_hex(16)}
         self.components = components
         self.hostile = ("evil." + self.domain, secrets.token_hex(16))
-        self.c2s_port = free_port()
-        self.component_port = free_port()
+        #: Chosen at the first start, kept at the next ones.
+        self.c2s_port = 0
+        self.component_port = 0
         self.workdir = Path(tempfile.mkdtemp(prefix="prosody-"))
         self.config_file = self.workdir / "prosody.cfg.lua"
         self.logfile = self.workdir / "prosody.log"
@@ -128,13 +109,33 @@ class Prosody:
     def start(self, timeout: float = 10.0) -> None:
         """
         Start Prosody in the foreground (as the C{prosody} user when run as
-        root: it refuses to run as root), and wait until both ports accept
-        connections.
+        root: it refuses to run as root), and wait until it listens on both
+        its ports. The first time, on ports free at that moment, and on
+        others if a port is taken before Prosody binds it; after that, on
+        the same ports, which the proxies know.
 
-        @raise RuntimeError: Prosody exited or was not listening in time; the
-            message has its output and the end of its log.
+        @raise RuntimeError: Prosody exited, or was not listening in time;
+            the message has its output and the end of its log.
+        @raise PortTaken: a port was taken, every time (the first start), or
+            is taken (the next ones).
         """
+        if self.c2s_port:
+            self._start(timeout)
+        else:
+            on_free_ports(lambda c2s, component: self._start(timeout, c2s, component), 2)
+
+    def _start(self, timeout: float, c2s_port: int = 0, component_port: int = 0) -> None:
+        """
+        Start Prosody on these ports (by default, its own), and wait until
+        it listens on them.
+
+        @raise PortTaken: Prosody found one taken (Prosody says so in its
+            log and goes on without it).
+        """
+        self.c2s_port = c2s_port or self.c2s_port
+        self.component_port = component_port or self.component_port
         self.write_config()
+        logged = self.log_size()
         # Not `runuser`: on SIGTERM it sleeps 2 s before it exits.
         as_user = {}
         if os.geteuid() == 0:
@@ -147,8 +148,17 @@ class Prosody:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+        ports = (self.c2s_port, self.component_port)
         deadline = time.monotonic() + timeout
-        while not (accepts(self.c2s_port) and accepts(self.component_port)):
+        while not all(listening(self.process.pid, port) for port in ports):
+            taken = [
+                line for line in self.log(since=logged).splitlines()
+                if "Failed to open server port" in line and "in use" in line
+            ]
+            if taken:
+                self.stop()
+                self.process.stdout.close()
+                raise PortTaken("\n".join(taken))
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 output = self.process.stdout.read().decode(errors="replace")
@@ -156,7 +166,7 @@ class Prosody:
                     "Prosody did not start (exit code %s):\n%s\n--- log tail ---\n%s"
                     % (self.process.returncode, output, self.log()[-5000:])
                 )
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     def stop(self, timeout: float = 10.0) -> None:
         """
@@ -174,14 +184,25 @@ class Prosody:
         self.process.stdout.close()
         self.start()
 
-    def log(self) -> str:
+    def log(self, since: int = 0) -> str:
         """
-        The text of Prosody's debug log.
+        The text of Prosody's debug log, from byte C{since} on.
         """
         try:
-            return self.logfile.read_text(errors="replace")
+            with open(self.logfile, "rb") as f:
+                f.seek(since)
+                return f.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def log_size(self) -> int:
+        """
+        The size of the log in bytes so far: where what comes next starts.
+        """
+        try:
+            return self.logfile.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def wait_for_log(self, text: str, count: int = 1, timeout: float = 10.0) -> None:
         """

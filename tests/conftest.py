@@ -4,10 +4,12 @@ Fixtures shared by the tests.
 
 import itertools
 import os
+import socket
 from typing import Iterator
 
 import pytest
 
+from harness import ports
 from harness.prosody import Prosody, prosody_available
 from harness.proxy import Logged, client_proxy
 from harness.xmpp import Client
@@ -25,6 +27,28 @@ def prosody() -> Iterator[Prosody]:
         pytest.skip("prosody is not installed (scripts/setup installs it)")
     with Prosody() as server:
         yield server
+
+
+@pytest.fixture
+def taking(monkeypatch):
+    """
+    C{take(n)}: a port another program listens on, which
+    L{harness.ports.free_port} gives as its C{n}-th answer from now on
+    (from 0): a port taken after it was found free.
+    """
+    sockets = []
+
+    def take(n):
+        sock = socket.create_server(("127.0.0.1", 0))
+        sockets.append(sock)
+        port = sock.getsockname()[1]
+        answers, free_port = itertools.count(), ports.free_port
+        monkeypatch.setattr(ports, "free_port", lambda: port if next(answers) == n else free_port())
+        return port
+
+    yield take
+    for sock in sockets:
+        sock.close()
 
 
 COMPONENT = "proxy.example.org"

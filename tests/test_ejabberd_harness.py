@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 
 from harness.ejabberd import Ejabberd, EjabberdCluster, ejabberd_available
+from harness.ports import listening
 from harness.proxy import client_proxy
 from harness.xmpp import NS_ROSTER, Client, Responder, error_condition, tag
 from tests.conftest import COMPONENT, asking, online
@@ -159,12 +160,20 @@ def test_proxied_answer(ejabberd: Ejabberd, connect, proxies) -> None:
     assert request.get("from") == COMPONENT + "/" + requester.jid
 
 
-def test_internal_accounts_survive_a_restart() -> None:
+def test_internal_accounts_survive_a_restart(taking) -> None:
     """
     With C{auth="internal"} only registered accounts log in; Mnesia is on
-    disc, so accounts and rosters survive a restart (on the same ports).
+    disc, so accounts and rosters survive a restart, on the same ports.
+    Those are chosen at the first start: another program listens on the
+    component port chosen first, before ejabberd binds it (ejabberd exits,
+    eaddrinuse), and ejabberd starts again on other ports, its own.
     """
+    taken = taking(2)  # epmd's port, c2s, then the component port
     with Ejabberd(auth="internal") as server:
+        assert "eaddrinuse" in server.console_output(), "the first try failed"
+        ports = server.ports()
+        assert taken not in ports
+        assert all(listening(server.process.pid, port) for port in ports)
         server.register("frank", "secret")
         server.register("grace", "secret")
         with pytest.raises(AssertionError, match="authentication failed"):
@@ -179,6 +188,7 @@ def test_internal_accounts_survive_a_restart() -> None:
         grace.kill()
 
         server.restart()
+        assert server.ports() == ports
         frank = Client(server.c2s_port, "frank", "y", password="secret").connect()
         assert roster(frank) == {"grace@example.org": "to"}
         frank.kill()

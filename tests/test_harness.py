@@ -11,6 +11,7 @@ import pytest
 from twisted.logger import Logger
 
 from harness.observer import harness_events
+from harness.ports import listening
 from harness.prosody import Prosody
 from harness.proxy import ROOT, EventLog, Logged, Says, message
 from harness.xmpp import Client, Responder, tag
@@ -98,3 +99,17 @@ def test_log_events_as_data(tmp_path, monkeypatch) -> None:
     with open(path, "a") as f:
         f.write('ine: {resource}", "resource": "a@example.org/b"}\n')
     assert [message(e) for e in events.events()][1:] == ["Resource online: a@example.org/b"]
+
+
+def test_prosody_moves_off_a_port_taken_meanwhile(taking) -> None:
+    """
+    Another program listens on the component port chosen for Prosody
+    before Prosody binds it: Prosody starts again on other ports, its own.
+    """
+    taken = taking(1)
+    with Prosody() as server:
+        assert "Failed to open server port %d" % (taken,) in server.log(), "the first try failed"
+        assert taken not in (server.c2s_port, server.component_port)
+        assert listening(server.process.pid, server.c2s_port)
+        assert listening(server.process.pid, server.component_port)
+        Client(server.c2s_port, "alice", "moved").connect().close()
