@@ -1,11 +1,12 @@
 """
-Stopping the processes the tests start, and finding them through /proc
-(Linux).
+Stopping the processes the tests start, finding them through /proc
+(Linux), and reading what they write.
 """
 
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
@@ -68,3 +69,27 @@ def descendant(pid: int, name: str) -> int | None:
     C{name}; C{None} if none does.
     """
     return next((each for each in tree(pid) if comm(each).startswith(name)), None)
+
+
+def text_from(path: Path, since: int = 0) -> str:
+    """
+    The text of the file C{path} (a server's log) from byte C{since} on;
+    C{""} if there is no such file.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def file_size(path: Path) -> int:
+    """
+    The size of the file C{path} in bytes, 0 if there is none: where what
+    is written next starts.
+    """
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

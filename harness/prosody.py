@@ -135,7 +135,7 @@ class Prosody:
         self.c2s_port = c2s_port or self.c2s_port
         self.component_port = component_port or self.component_port
         self.write_config()
-        logged = self.log_size()
+        logged = processes.file_size(self.logfile)
         # Not `runuser`: on SIGTERM it sleeps 2 s before it exits.
         as_user = {}
         if os.geteuid() == 0:
@@ -188,21 +188,7 @@ class Prosody:
         """
         The text of Prosody's debug log, from byte C{since} on.
         """
-        try:
-            with open(self.logfile, "rb") as f:
-                f.seek(since)
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_size(self) -> int:
-        """
-        The size of the log in bytes so far: where what comes next starts.
-        """
-        try:
-            return self.logfile.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return processes.text_from(self.logfile, since)
 
     def wait_for_log(self, text: str, count: int = 1, timeout: float = 10.0) -> None:
         """
