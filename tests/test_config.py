@@ -14,7 +14,7 @@ import pytest
 
 from client_proxy import config
 from client_proxy.tap import Options, makeProcessService
-from tests.support.proxy import ROOT
+from harness.proxy import ROOT
 
 COMPONENT, TARGET = "proxy.example.org", "service@example.org"
 

@@ -9,7 +9,7 @@ import pytest
 
 from client_proxy import config
 from client_proxy.config import ConfigError, loadFile
-from tests.support.proxy import ROOT
+from harness.proxy import ROOT
 
 GOOD = """\
 endpoint = "tcp:host=127.0.0.1:port=5348"
