@@ -33,8 +33,8 @@ from client_proxy import jat
 from client_proxy.access import AccessPolicy
 from client_proxy.config import ConfigError, ProxyConfig
 from client_proxy.contacts import ComponentPresenceHandler, SubscriberLimits, UnavailableOnStop
-from client_proxy.dispatch import STRATEGIES
 from client_proxy.fastpath import FastXmlStream
+from client_proxy.features import fleetDispatch
 from client_proxy.inflight import RequestTable
 from client_proxy.keepalive import KeepAlive
 from client_proxy.messages import MessageRouter
@@ -240,15 +240,19 @@ def makeService(
         maxPerDomain=config.maxInFlightPerDomain,
         maxRetainedBytes=config.maxRetainedBytes,
     )
+    strategy, features = fleetDispatch(
+        resources, table, config.strategy, config.drainShow, config.routeByFeatures
+    )
     routing = Routing(
         config.jid,
         config.target,
         resources,
-        STRATEGIES[config.strategy](resources, table),
+        strategy,
         config.instanceJid or "",
         maxStanzaSize=config.maxStanzaSize,
         access=AccessPolicy(config.target, config.allow, config.deny),
         clock=reactor,
+        features=features,
     )
     router = IQRouter(
         routing,
