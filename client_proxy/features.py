@@ -38,15 +38,14 @@ from client_proxy.presence import (
     Undrained,
 )
 
-#: The first start tag of a payload, unprefixed, and its attributes.
-_FIRST_TAG = re.compile(
-    rb"""\s*<[^\s/>!?:]+((?:\s+[^\s=/>]+\s*=\s*(?:'[^']*'|"[^"]*"))*)\s*/?>"""
+#: A start tag, unprefixed, with an C{xmlns} attribute whose value reads as
+#: it is written (no reference, no whitespace that XML normalizes, XML 1.0,
+#: 3.3.3), which it captures in either quotes.
+_TAG = re.compile(
+    rb"""\s*<[^\s/>!?:]+(?:\s+(?!xmlns\s*=)[^\s=/>]+\s*=\s*(?:'[^']*'|"[^"]*"))*"""
+    rb"""\s+xmlns\s*=\s*(?:'([^'&\t\n\r]*)'|"([^"&\t\n\r]*)")"""
+    rb"""(?:\s+[^\s=/>]+\s*=\s*(?:'[^']*'|"[^"]*"))*\s*/?>"""
 )
-#: One attribute of a start tag: its name, and its value in either quotes.
-_ATTRIBUTE = re.compile(rb"""\s+([^\s=/>]+)\s*=\s*(?:'([^']*)'|"([^"]*)")""")
-#: What makes an attribute value differ from its bytes: a reference, or
-#: whitespace that XML normalizes (XML 1.0, 3.3.3).
-_NORMALIZED = re.compile(rb"[&\t\n\r]")
 
 
 def payloadNamespace(inner: bytes) -> str:
@@ -57,18 +56,27 @@ def payloadNamespace(inner: bytes) -> str:
     no resource offers as a feature).
 
     Read from the first start tag when it is written plainly, with its own
-    C{xmlns}; otherwise (a prefix, a reference or a line break in the
-    value) by expat.
+    C{xmlns} (L{tagNamespace}); otherwise (a prefix, a reference or a line
+    break in the value, a C{>} in an attribute) by expat.
     """
-    tag = _FIRST_TAG.match(inner)
-    if tag is not None:
-        for attribute in _ATTRIBUTE.finditer(tag.group(1)):
-            if attribute.group(1) == b"xmlns":
-                value = attribute.group(2) if attribute.group(3) is None else attribute.group(3)
-                if _NORMALIZED.search(value) is None:
-                    return value.decode("utf-8", "replace")
-                break
-    return _firstNamespace(inner)
+    namespace = tagNamespace(inner[: inner.find(b">") + 1])
+    return _firstNamespace(inner) if namespace is None else namespace
+
+
+def tagNamespace(tag: bytes) -> str | None:
+    """
+    The namespace that C{tag}, a whole start tag up to its first C{>}
+    (and whitespace before it), declares for itself when it is written
+    plainly; C{None} when it takes a parser to tell.
+
+    What it returns depends on the bytes of C{tag} alone, whatever
+    follows them.
+    """
+    match = _TAG.fullmatch(tag)
+    if match is None:
+        return None
+    value = match.group(1)
+    return (match.group(2) if value is None else value).decode("utf-8", "replace")
 
 
 class _Found(Exception):
@@ -358,7 +366,14 @@ class FeatureRouting:
     A resource joining or leaving costs one step per namespace it
     advertises (or per set, while its features are unknown); choosing costs
     reading the payload's namespace, a lookup, and the strategy's choice.
+    The namespace is read once per first tag written alike (L{maxTags} of
+    them are remembered), then found by its bytes.
+
+    @ivar maxTags: how many first tags of payloads are remembered with
+        their namespace.
     """
+
+    maxTags = 1024
 
     def __init__(
         self,
@@ -376,6 +391,7 @@ class FeatureRouting:
         self._strategies: dict[str, IStrategy] = {}
         self._featuresOf: dict[str, frozenset[str]] = {}
         self._capsOf: dict[str, Caps | None] = {}
+        self._tags: dict[bytes, str] = {}
         for resource in base.online():
             self.resourceOnline(resource)
         base.addObserver(self)
@@ -385,7 +401,17 @@ class FeatureRouting:
         The strategy over the resources eligible for a request whose inner
         XML is C{payload}.
         """
-        namespace = payloadNamespace(payload)
+        end = payload.find(b">") + 1
+        tag = payload[:end]
+        namespace = self._tags.get(tag)
+        if namespace is None:
+            namespace = tagNamespace(tag)
+            if namespace is None:
+                namespace = _firstNamespace(payload)
+            else:
+                if len(self._tags) >= self.maxTags:
+                    self._tags.clear()
+                self._tags[tag] = namespace
         strategy = self._strategies.get(namespace)
         if strategy is not None:
             return strategy

@@ -378,6 +378,33 @@ def test_namespaces_nobody_offers_get_no_set():
     assert len(features._strategies) == 0
 
 
+@pytest.mark.parametrize(
+    "written",
+    [
+        b"<query xmlns='urn:a'/>",
+        b"<query xmlns='urn:a'>text</query>",
+        b"<query id='x' xmlns=\"urn:a\"><more/></query>",
+        b"<query a='>' xmlns='urn:a'/>",
+        b"<p:query xmlns:p='urn:a'/>",
+        b"<query xmlns='urn:&#97;'/>",
+    ],
+)
+def test_however_the_payload_is_written(written):
+    resources, features, querier = routed()
+    advertised(resources, querier, A, ["urn:a"])
+    advertised(resources, querier, B, ["urn:b"])
+    for _ in range(2):  # read, then remembered
+        assert features.strategyFor(written).choose(USER) == A
+
+
+def test_the_first_tags_remembered_are_bounded():
+    resources, features, querier = routed()
+    advertised(resources, querier, A, ["urn:a"])
+    for n in range(3 * features.maxTags):
+        features.strategyFor(b"<q%d xmlns='urn:a'/>" % n).choose(USER)
+    assert len(features._tags) <= features.maxTags
+
+
 def test_a_set_goes_with_its_last_advertiser():
     table = RequestTable(30, 1000, 1000)
     resources, features, querier = routed("least-pending", table)
