@@ -90,8 +90,8 @@ def _firstNamespace(inner: bytes) -> str:
     found: list[str] = []
 
     def start(name: str, attributes: dict[str, str]) -> None:
-        if name != "i":
-            found.append(name.rpartition(" ")[0])
+        found.append(name.rpartition(" ")[0])
+        if len(found) == 2:  # the first is the wrapper's
             raise _Found()
 
     parser = ParserCreate(namespace_separator=" ")
@@ -100,7 +100,7 @@ def _firstNamespace(inner: bytes) -> str:
         parser.Parse(b"<i>" + inner + b"</i>", True)
     except (_Found, ExpatError):
         pass
-    return found[0] if found else ""
+    return found[1] if len(found) == 2 else ""
 
 
 @implementer(IResourceSet)
@@ -262,25 +262,26 @@ class CapsDiscovery:
 
     def _ask(self, key: tuple[str, str], pending: _Pending) -> None:
         """
-        Ask the next announcing resource not asked yet, if any, within
-        L{maxTries}.
+        Ask the first announcing resource not asked yet, if any, within
+        L{maxTries}. If the request cannot be sent (the table of requests
+        in flight is full, or no connection is up), the next announcement
+        of the C{ver} tries again.
         """
         assert self.querier is not None, "the IQ router sets the querier"
-        for resource, node in list(pending.announcers.items()):
-            if len(pending.asked) >= self.maxTries:
-                return
-            if resource in pending.asked:
-                continue
+        if len(pending.asked) >= self.maxTries:
+            return
+        for resource, node in pending.announcers.items():
+            if resource not in pending.asked:
+                break
+        else:
+            return
 
-            def answered(inner: bytes | None, resource: str = resource) -> None:
-                self._answered(key, resource, inner)
+        def answered(inner: bytes | None) -> None:
+            self._answered(key, resource, inner)
 
-            if self.querier.query(
-                resource, infoQuery(node + "#" + key[1]), self.timeout, answered
-            ):
-                pending.asked.add(resource)
-                pending.asking = resource
-                return
+        if self.querier.query(resource, infoQuery(node + "#" + key[1]), self.timeout, answered):
+            pending.asked.add(resource)
+            pending.asking = resource
 
     def _answered(self, key: tuple[str, str], resource: str, inner: bytes | None) -> None:
         """
@@ -487,12 +488,12 @@ class FeatureRouting:
             return
         self._featuresOf[resource] = features
         for namespace in features:
-            members = self._sets.get(namespace)
-            if members is None:
-                members = self._sets[namespace] = EligibleSet(
+            offering = self._sets.get(namespace)
+            if offering is None:
+                offering = self._sets[namespace] = EligibleSet(
                     self.base.priority, self._unknown.online()
                 )
-            members.add(resource)
+            offering.add(resource)
 
     def _unplace(self, resource: str) -> None:
         features = self._featuresOf.pop(resource, None)

@@ -289,7 +289,9 @@ class Undrained(ObservedSet):
         return len(self._members)
 
     def resourceOnline(self, resource: str) -> None:
-        if self.resources.show(resource) != self.drainShow:
+        if self.resources.show(resource) == self.drainShow:
+            self.log.info("Resource draining: {resource}", resource=resource)
+        else:
             self._members[resource] = None
             self._joined(resource)
 

@@ -515,7 +515,11 @@ class IQRouter(RoutingHandler):
         except Refused:
             return False
         attributes = {"type": "get", "id": stanzaID, "from": self.instance, "to": resource}
-        if not self.streams.sendFrom(self.instance, iqBytes(attributes, payload)):
+        try:
+            sent = self.streams.sendFrom(self.instance, iqBytes(attributes, payload))
+        except StanzaTooLarge:
+            sent = False
+        if not sent:
             self.table.remove(request)
             return False
         if self._expiry is not None and self._expiry.getTime() > request.deadline:

@@ -57,8 +57,9 @@ class Options(usage.Options):
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         super().__init__()
         self.environ = environ
-        for flag, _, _ in self.optFlags:
-            self[flag] = None
+        for setting in config.SETTINGS:
+            if setting.flag:
+                self[setting.option] = None
 
     def opt_version(self) -> None:
         """

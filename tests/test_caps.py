@@ -176,6 +176,8 @@ def test_caps():
         (b"<p:query xmlns:p='urn:p'/>", "urn:p"),
         (b"<query xmlns='urn:a&amp;b'/>", "urn:a&b"),
         (b"<query/>", ""),
+        (b"<i/>", ""),
+        (b"<i><j xmlns='urn:j'/></i>", ""),
         (b"", ""),
         (b"just text", ""),
         (b"<!-- a comment --><query xmlns='urn:a'/>", "urn:a"),

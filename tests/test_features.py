@@ -188,8 +188,13 @@ def test_draining_is_logged(logged):
     resources.available(A)
     resources.available(A, show="xa")
     resources.available(A, show="chat")
+    resources.available(B, show="xa")  # online, and draining from the start
     texts = [e["log_format"].format(**e) for e in logged if "resource" in e]
-    assert texts == ["Resource draining: " + A, "Resource no longer draining: " + A]
+    assert texts == [
+        "Resource draining: " + A,
+        "Resource no longer draining: " + A,
+        "Resource draining: " + B,
+    ]
 
 
 # Learning what a ver stands for

@@ -296,3 +296,12 @@ def test_features_not_sent_without_a_connection(fleet):
     resources.available(R2, caps=caps)
     [query] = queries(stub)
     assert query["to"] == R1, "asked again with the next announcement"
+
+
+def test_features_a_query_too_large_to_send_is_not_sent(fleet):
+    stub, clock, resources, router = fleet
+    caps, answer = worker_caps(["urn:a"])
+    resources.available(R1, caps=caps._replace(node="x" * router.streams.maxStanzaSize))
+    assert len(router.table) == 0 and stub.output == []
+    stub.receive(request("get", "urn:other"))
+    assert pop(stub)["to"] == R1, "its features unknown, it serves everything"
