@@ -4,7 +4,14 @@ The table of requests in flight.
 
 import pytest
 
-from client_proxy.inflight import ForwardedGet, ForwardedSet, OutboundRequest, Refused, RequestTable
+from client_proxy.inflight import (
+    ComponentQuery,
+    ForwardedGet,
+    ForwardedSet,
+    OutboundRequest,
+    Refused,
+    RequestTable,
+)
 
 
 def table(timeout=30.0, perRequester=10, total=100):
@@ -187,3 +194,60 @@ def test_an_outbound_request_is_answered_by_its_alias():
     assert t.answerAlias("a1", "v@y/z") is None, "not from where it went"
     assert t.answerAlias("a1", "u@y/phone") is request, "the bare JID's resource answers"
     assert len(t) == 0 and t.answerAlias("a1", "u@y") is None
+
+
+def _query(t, stanzaID, timeout, now, answered=None):
+    return t.add(
+        ComponentQuery(
+            requester="proxy.x", stanzaID=stanzaID, to="proxy.x", resource="s@x/r1",
+            timeout=timeout, answered=answered or (lambda inner: None),
+        ),
+        now,
+    )
+
+
+def test_a_request_with_a_timeout_of_its_own():
+    """
+    The component's own requests expire after their own timeout, before
+    requests that came earlier with the table's: deadlines no longer grow
+    in insertion order over all requests, but they do per timeout.
+    """
+    t = table(timeout=30)
+    early = t.add(ForwardedSet(requester="u@x/a", stanzaID="1", to="proxy.x", resource="s@x/r1"), 0)
+    query = _query(t, "q", 10, 5)
+    late = t.add(ForwardedSet(requester="u@x/a", stanzaID="2", to="proxy.x", resource="s@x/r1"), 6)
+    assert len(t) == 3 and t.pendingAt("s@x/r1") == 3
+    assert t.nextDeadline() == 15
+    assert t.expire(14.9) == []
+    assert t.expire(15) == [query]
+    assert t.nextDeadline() == 30
+    assert t.expire(100) == [early, late]
+    assert t.nextDeadline() is None
+
+
+def test_expired_requests_of_both_kinds_come_in_deadline_order():
+    t = table(timeout=30)
+    a = t.add(ForwardedSet(requester="u@x/a", stanzaID="1", to="proxy.x", resource="s@x/r1"), 0)
+    q = _query(t, "q", 10, 25)
+    assert t.expire(40) == [a, q]
+
+
+def test_own_requests_count_and_answer_like_others():
+    t = table(timeout=30, perRequester=1)
+    query = _query(t, "q", 10, 0)
+    with pytest.raises(Refused):
+        _query(t, "r", 10, 0)
+    assert t.answered("proxy.x", "q", "s@x/r2") is None
+    assert t.answer("proxy.x", "q", "s@x/r1") is query
+    assert t.nextDeadline() is None
+
+
+def test_answered_own_requests_do_not_pile_up():
+    t = table(timeout=30, perRequester=10**6, total=10**6)
+    for i in range(5000):
+        _query(t, str(i), 10, 0)
+        t.answer("proxy.x", str(i), "s@x/r1")
+    t.add(ForwardedSet(requester="u@x/a", stanzaID="x", to="proxy.x", resource="s@x/r1"), 0)
+    assert sum(len(queue) for queue in t._queues.values()) <= 1024 + 2
+    t.clear()
+    assert t._queues == {}

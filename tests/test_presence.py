@@ -11,6 +11,7 @@ from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
 from zope.interface import implementer
 
+from client_proxy.caps import Caps
 from client_proxy.presence import IResourceIndex, Resources, TargetPresenceHandler
 
 COMPONENT = "proxy.example.org"
@@ -195,6 +196,28 @@ def test_priority(setup, text, expected):
     element.addElement("priority", content=text)
     stub.send(element)
     assert resources.priority(TARGET + "/a") == expected
+
+
+def test_show_and_caps(setup):
+    """
+    The show (RFC 6121, 4.7.2.1) and the entity capabilities (XEP-0115) of
+    each resource are read from its presence; caps without a hash (the
+    legacy format) count as none.
+    """
+    stub, resources, recorder, handler = setup
+    element = presence(TARGET + "/a")
+    element.addElement("show", content=" xa ")
+    c = element.addElement(("http://jabber.org/protocol/caps", "c"))
+    c["hash"], c["node"], c["ver"] = "sha-1", "https://example.org/w", "abc="
+    stub.send(element)
+    assert resources.show(TARGET + "/a") == "xa"
+    assert resources.caps(TARGET + "/a") == Caps("sha-1", "https://example.org/w", "abc=")
+    del c["hash"]
+    stub.send(element)
+    assert resources.caps(TARGET + "/a") is None
+    stub.send(presence(TARGET + "/a"))
+    assert resources.show(TARGET + "/a") is None
+    assert recorder.events == [("online", TARGET + "/a")]
 
 
 def test_repeated_presence_changes_nothing(setup):
