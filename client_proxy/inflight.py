@@ -252,7 +252,7 @@ class RequestTable:
                 "retained_bytes",
             )
 
-    def add(self, request: Request, now: float) -> Request:
+    def add(self, request: Request, *, now: float) -> Request:
         """
         Record C{request}, forwarded at C{now}; its deadline is set here,
         from its own timeout or the table's.

@@ -426,6 +426,12 @@ class TargetPresenceHandler(PresenceProtocol):
         resources approves the subscription, since the server sends the
         presence of every online resource after each approval (RFC 6121,
         3.1.5). The rest goes through Wokkel's parsing.
+
+        This overrides a private method of Wokkel's L{PresenceProtocol}
+        because it has no public hook before its parsing: it observes
+        C{/presence} with C{_onPresence} itself, and its public methods
+        (C{availableReceived}, ...) are called only once every stanza, the
+        other entities' included, has been parsed into Wokkel's objects.
         """
         sender = element.getAttribute("from", "")
         if bare(sender) != self._target:

@@ -269,7 +269,7 @@ class IQRouter(RoutingHandler):
             else ForwardedSet(**addresses)
         )
         try:
-            self.table.add(request, self.clock.seconds())
+            self.table.add(request, now=self.clock.seconds())
         except Refused as e:
             self._refused(requester, e.reason)
             self._sendError(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text)
@@ -462,7 +462,7 @@ class IQRouter(RoutingHandler):
                     resource=remote,
                     alias=alias,
                 ),
-                self.clock.seconds(),
+                now=self.clock.seconds(),
             )
         except Refused as e:
             self.refuse(iq, e.condition, e.errorType, e.text, e.reason)
@@ -511,7 +511,7 @@ class IQRouter(RoutingHandler):
             answered=answered,
         )
         try:
-            self.table.add(request, self.clock.seconds())
+            self.table.add(request, now=self.clock.seconds())
         except Refused:
             return False
         attributes = {"type": "get", "id": stanzaID, "from": self.instance, "to": resource}

@@ -563,7 +563,7 @@ def test_least_pending_per_namespace():
     querier.answer(answer)
     strategy = features.strategyFor(payload("urn:a"))
     for n in range(3):
-        table.add(ForwardedSet(requester=USER, stanzaID=str(n), to="p", resource=A), 0)
+        table.add(ForwardedSet(requester=USER, stanzaID=str(n), to="p", resource=A), now=0)
     assert Counter(strategy.choose(r) for r in REQUESTERS[:10]) == {B: 10}
 
 
