@@ -36,9 +36,6 @@ TARGET = "service@example.org"
 
 
 class DiscardingStream:
-    def setIQHandler(self, handler):
-        self.handler = handler
-
     def send(self, data):
         pass
 
@@ -98,15 +95,15 @@ def main(argv=None):
     figures = {}
 
     r, stream = router()
-    figures["forwarded_us"] = perRequest(stream.handler, requests(options.count, 1000, "a"), payload)
+    figures["forwarded_us"] = perRequest(r.iqReceived, requests(options.count, 1000, "a"), payload)
 
     r, stream = router(maxInFlight=400)  # a domain's share: 100
-    stream.handler({"type": "get", "id": "x", "to": COMPONENT, "from": "u@d0.example/r"}, payload)
+    r.iqReceived({"type": "get", "id": "x", "to": COMPONENT, "from": "u@d0.example/r"}, payload)
     flood = requests(options.count, 1, "b")
-    figures["refused_domain_share_us"] = perRequest(stream.handler, flood, payload)
+    figures["refused_domain_share_us"] = perRequest(r.iqReceived, flood, payload)
 
     r, stream = router(deny=["d0.example"])
-    figures["refused_denied_us"] = perRequest(stream.handler, flood, payload)
+    figures["refused_denied_us"] = perRequest(r.iqReceived, flood, payload)
 
     # The worst flood: every budget filled with large gets from many domains.
     before = rss()
@@ -116,7 +113,7 @@ def main(argv=None):
     refused = 0
     for attributes in requests(100_000, 5000, "c"):
         kept = len(r.table)
-        stream.handler(attributes, large)
+        r.iqReceived(attributes, large)
         refused += len(r.table) == kept
     figures.update(
         flood_requests=100_000,
