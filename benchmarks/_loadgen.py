@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support.ejabberd import Ejabberd, ejabberd_available  # noqa: E402
-from tests.support.processes import descendant  # noqa: E402
-from tests.support.prosody import Prosody, prosody_available  # noqa: E402
-from tests.support.proxy import TWISTD, ProxyProcess, client_proxy  # noqa: E402
+from harness.ejabberd import Ejabberd, ejabberd_available  # noqa: E402
+from harness.processes import descendant  # noqa: E402
+from harness.prosody import Prosody, prosody_available  # noqa: E402
+from harness.proxy import TWISTD, ProxyProcess, client_proxy  # noqa: E402
 
 __all__ = [
     "Ejabberd",

@@ -16,6 +16,19 @@ online resources, as the component keeps them. Measured per strategy and R:
             flight (C{RequestTable.add} and C{remove}), which tells
             least-pending of each change.
 
+C{--eligible} says which resources the strategy chooses among, for the
+code of the working tree:
+
+  online     every online resource (the strategy over C{Resources});
+  undrained  those not draining (C{presence.Undrained}, as the proxy
+             runs): a tenth of them show C{xa};
+  features   as undrained, by the namespace of the payload
+             (C{features.FeatureRouting}, C{--route-by-features}): half
+             the resources announce one ver, half another, both known;
+             a choice reads the namespace of a payload both offer, so it
+             chooses among all the resources not draining. The visitors
+             that join and leave announce the first ver.
+
 Each figure is the best of several runs of many calls, in microseconds of
 CPU time of this process per call (so that other processes sharing the
 machine count less). With C{--baseline REF}, the same is measured in the same run for the
@@ -29,6 +42,7 @@ Usage (with the virtualenv's Python, see scripts/setup):
   .venv/bin/python benchmarks/dispatch.py
   .venv/bin/python benchmarks/dispatch.py --baseline 9c7942d --json dispatch.json
   .venv/bin/python benchmarks/dispatch.py --resources 2 100 --strategies sticky
+  .venv/bin/python benchmarks/dispatch.py --resources 10000 --eligible online features
 """
 
 import argparse
@@ -48,6 +62,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from client_proxy import dispatch, presence  # noqa: E402
+from client_proxy.caps import Caps, parseInfo, verification  # noqa: E402
+from client_proxy.features import fleetDispatch  # noqa: E402
 from client_proxy.inflight import ForwardedSet, RequestTable  # noqa: E402
 
 TARGET = "service@example.org"
@@ -125,13 +141,91 @@ def baseline(ref: str, folder: Path) -> Implementation:
     return Implementation("baseline " + ref, modules["dispatch"], modules["presence"], takesTuple)
 
 
-def measure(implementation: Implementation, name: str, count: int, budget: float) -> dict:
-    resources = implementation.resourcesClass()
+ELIGIBLE = ("online", "undrained", "features")
+
+#: The payload of the requests when routing by features: a namespace that
+#: both vers offer.
+PAYLOAD = b"<query xmlns='urn:example:common'>x</query>"
+
+
+def workerVer(*features: str) -> tuple[Caps, bytes]:
+    """
+    The caps of a worker offering C{features}, and its disco#info answer.
+    """
+    answer = (
+        "<query xmlns='http://jabber.org/protocol/disco#info'>"
+        "<identity category='client' type='bot' name='worker'/>%s</query>"
+        % "".join("<feature var='%s'/>" % (f,) for f in features)
+    ).encode("utf-8")
+    ver = verification(parseInfo(answer), "sha-1")
+    return Caps("sha-1", "https://example.org/worker", ver), answer
+
+
+VERS = [
+    workerVer("urn:example:common", "urn:example:one", "http://jabber.org/protocol/caps"),
+    workerVer("urn:example:common", "urn:example:two", "http://jabber.org/protocol/caps"),
+]
+
+
+class Workers:
+    """
+    Answers the disco#info requests of a L{CapsDiscovery} as the workers
+    of L{VERS} would, without a network.
+    """
+
+    def __init__(self, discovery) -> None:
+        self.sent = []
+        discovery.querier = self
+
+    def query(self, resource, payload, timeout, answered) -> bool:
+        self.sent.append((payload, answered))
+        return True
+
+    def answerAll(self) -> None:
+        while self.sent:
+            payload, answered = self.sent.pop()
+            answered(next(answer for caps, answer in VERS if caps.ver.encode() in payload))
+
+
+def fleet(name: str, count: int, eligible: str, table: RequestTable):
+    """
+    C{count} resources, and a function of a requester that makes one
+    choice among those C{eligible} with strategy C{name}.
+    """
+    resources = presence.Resources()
+    if eligible == "online":
+        for n in range(count):
+            resources.available("%s/worker-%d" % (TARGET, n))
+        return resources, dispatch.STRATEGIES[name](resources, table).choose
+    strategy, features = fleetDispatch(
+        resources, table, name, routeByFeatures=eligible == "features"
+    )
+    workers = None if features is None else Workers(features.discovery)
     for n in range(count):
-        resources.available("%s/worker-%d" % (TARGET, n))
+        show = "xa" if n % 10 == 9 else None
+        caps = VERS[n % 2][0] if features is not None else None
+        resources.available("%s/worker-%d" % (TARGET, n), 0, show, caps)
+    if features is None:
+        return resources, strategy.choose
+    workers.answerAll()
+    strategyFor = features.strategyFor
+    return resources, lambda requester: strategyFor(PAYLOAD).choose(requester)
+
+
+def measure(
+    implementation: Implementation, name: str, count: int, budget: float, eligible: str = "online"
+) -> dict:
     table = RequestTable(30.0, 10**9, 10**9)
-    strategy = implementation.strategies[name](resources, table)
-    choose = implementation.chooser(strategy, resources)
+    if implementation.name == "current":
+        resources, choose = fleet(name, count, eligible, table)
+    else:
+        resources = implementation.resourcesClass()
+        for n in range(count):
+            resources.available("%s/worker-%d" % (TARGET, n))
+        strategy = implementation.strategies[name](resources, table)
+        choose = implementation.chooser(strategy, resources)
+    # What a visitor's presence says beyond its name (older code takes none).
+    details = (0, None, VERS[0][0]) if eligible == "features" else ()
 
     def choices() -> int:
         for requester in REQUESTERS:
@@ -140,7 +234,7 @@ def measure(implementation: Implementation, name: str, count: int, budget: float
 
     def joins() -> int:
         for visitor in VISITORS:
-            resources.available(visitor)
+            resources.available(visitor, *details)
         return len(VISITORS)
 
     def leaves() -> int:
@@ -162,6 +256,7 @@ def measure(implementation: Implementation, name: str, count: int, budget: float
         "implementation": implementation.name,
         "strategy": name,
         "resources": count,
+        "eligible": eligible,
         "choose_us": perCall(choices, budget),
         "request_us": perCall(requests, budget),
         "join_us": perCall(joins, budget, before=leaves),
@@ -204,6 +299,11 @@ def main(argv=None) -> int:
         choices=sorted(dispatch.STRATEGIES), help="the strategies (default: all)",
     )
     parser.add_argument(
+        "--eligible", nargs="+", default=["online"], choices=ELIGIBLE,
+        help="among which resources the strategies of the working tree choose "
+        "(default: %(default)s; see above)",
+    )
+    parser.add_argument(
         "--baseline", metavar="REF",
         help="also measure the strategies of this commit, e.g. the one before a change",
     )
@@ -219,15 +319,20 @@ def main(argv=None) -> int:
         if args.baseline:
             implementations.append(baseline(args.baseline, Path(folder)))
         results = []
-        print("%-14s %7s  %-14s %10s %10s %10s %10s" % (
+        print("%-14s %7s  %-24s %10s %10s %10s %10s" % (
             "strategy", "R", "code", "choose us", "join us", "leave us", "request us"))
         for name in args.strategies:
             for count in args.resources:
-                for implementation in implementations:
-                    figures = measure(implementation, name, count, args.budget)
+                runs = [(i, e) for i in implementations[:1] for e in args.eligible]
+                runs += [(i, "online") for i in implementations[1:]]
+                for implementation, eligible in runs:
+                    figures = measure(implementation, name, count, args.budget, eligible)
                     results.append(figures)
-                    print("%-14s %7d  %-14s %10.2f %10.2f %10.2f %10.2f" % (
-                        name, count, implementation.name, figures["choose_us"],
+                    label = implementation.name
+                    if implementation.name == "current" and eligible != "online":
+                        label += ", " + eligible
+                    print("%-14s %7d  %-24s %10.2f %10.2f %10.2f %10.2f" % (
+                        name, count, label, figures["choose_us"],
                         figures["join_us"], figures["leave_us"], figures["request_us"]),
                         flush=True)
     if args.json:

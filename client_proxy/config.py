@@ -98,6 +98,9 @@ class ProxyConfig:
         everyone.
     @ivar deny: bare JIDs and domains that may not; wins over C{allow}.
     @ivar strategy: the name of the dispatch strategy.
+    @ivar drainShow: the presence show that marks a resource draining.
+    @ivar routeByFeatures: whether a request goes only to resources that
+        advertise the namespace of its payload (XEP-0115).
     @ivar stateFile: the SQLite database of the subscribers, or C{None} to
         keep them in memory only.
     @ivar instanceJid: a component JID of this instance's own, or C{None}.
@@ -122,6 +125,8 @@ class ProxyConfig:
     allow: tuple[str, ...]
     deny: tuple[str, ...]
     strategy: str
+    drainShow: str
+    routeByFeatures: bool
     stateFile: str | None
     instanceJid: str | None
     instanceEndpoint: str | None
@@ -304,6 +309,37 @@ def strategy(value: str, name: str = "the strategy") -> str:
     return value
 
 
+#: The values of a presence's show (RFC 6121, 4.7.2.1).
+SHOWS = ("away", "chat", "dnd", "xa")
+
+
+def show(value: str, name: str = "the drain show") -> str:
+    if value not in SHOWS:
+        raise _invalid(
+            name, "%r is not a presence show; choose one of %s" % (value, ", ".join(SHOWS))
+        )
+    return value
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def boolean(value: object, name: str) -> bool:
+    """
+    Check a switch: C{True} or C{False} in a file, in Python, or as a flag
+    given on the command line; in the environment, C{true}, C{yes}, C{on}
+    or C{1}, or C{false}, C{no}, C{off} or C{0}.
+    """
+    if isinstance(value, bool):
+        return value
+    if value == 1:  # a flag given on the command line
+        return True
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise _invalid(name, "must be true or false, not %r" % (value,))
+
+
 def checkStateFile(value: str, name: str = "the state file") -> str | None:
     """
     Check the subscriber database with the file system's permissions
@@ -348,8 +384,9 @@ def _nonEmpty(value: str, name: str) -> str:
 #: L{ProcessConfig}, or the configuration file that describes the proxies.
 PROXY, PROCESS, FILE = "proxy", "process", "file"
 
-#: The TOML types of a number, an integer, a string and an array.
-NUMBER, INTEGER, STRING, ARRAY = (int, float), (int,), (str,), (list,)
+#: The TOML types of a number, an integer, a string, an array and a
+#: boolean.
+NUMBER, INTEGER, STRING, ARRAY, BOOLEAN = (int, float), (int,), (str,), (list,), (bool,)
 
 
 def _snake(name: str) -> str:
@@ -418,6 +455,11 @@ class Setting:
     def variable(self) -> str:
         """Its environment variable."""
         return "CLIENT_PROXY_" + self.key.upper()
+
+    @property
+    def flag(self) -> bool:
+        """Whether it is a switch: a flag without a value on the command line."""
+        return self.types == BOOLEAN
 
     @property
     def inFile(self) -> bool:
@@ -557,6 +599,23 @@ SETTINGS: tuple[Setting, ...] = (
         "How the resource that serves a request is chosen: %s."
         % (", ".join(sorted(STRATEGIES)),),
         default="random",
+    ),
+    Setting(
+        "drainShow", PROXY, show, "the drain show",
+        "The presence show (away, chat, dnd or xa) by which a resource of "
+        "the target says it is draining: it gets no new requests or "
+        "messages, and answers those it holds, before it leaves (a rolling "
+        "deploy without errors, see docs/protocol.rst).",
+        default="xa",
+    ),
+    Setting(
+        "routeByFeatures", PROXY, boolean, "routing by features",
+        "Send a request only to resources that advertise the namespace of "
+        "its payload in their entity capabilities (XEP-0115), learned by "
+        "disco#info once per ver; resources without caps serve everything. "
+        "A flag on the command line; true or false in the environment and "
+        "in a file.",
+        default=False, defaultText="false", types=BOOLEAN,
     ),
     Setting(
         "stateFile", PROXY, checkStateFile, "the state file",
@@ -888,7 +947,7 @@ def _checkValue(key: str, setting: Setting, value: object, folder: str) -> objec
     @return: the value checked.
     @raise ConfigError: its C{detail} says what is wrong, without the key.
     """
-    if isinstance(value, bool) or not isinstance(value, setting.types):
+    if isinstance(value, bool) != setting.flag or not isinstance(value, setting.types):
         expected = "a number" if float in setting.types else _TYPE_NAMES[setting.types[0]]
         shown = "" if setting.secret or isinstance(value, (dict, list)) else " (%r)" % (value,)
         raise ConfigError(

@@ -41,6 +41,12 @@ class IStrategy(IResourceIndex):
         make without it.
         """
 
+    def close() -> None:
+        """
+        The strategy is no longer used, nor its set: stop following
+        anything else (the table of requests in flight).
+        """
+
 
 @implementer(IResourceIndex)
 class _Strategy(ABC):
@@ -65,6 +71,9 @@ class _Strategy(ABC):
     def resourceOffline(self, resource: str) -> None: ...
 
     def priorityChanged(self, resource: str) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -225,9 +234,13 @@ class LeastPendingStrategy(_TurnsStrategy):
     """
 
     def __init__(self, resources: IResourceSet, table: RequestTable) -> None:
+        self._table = table
         self._pendingAt = table.pendingAt
         super().__init__(resources, table)
         table.observePending(self.pendingChanged)
+
+    def close(self) -> None:
+        self._table.unobservePending(self.pendingChanged)
 
     def rank(self, resource: str) -> int:
         return -self._pendingAt(resource)

@@ -10,6 +10,7 @@ behalf, and forward only answers that were asked for.
 Time is passed in, never read, so the table can be driven by any clock.
 """
 
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -28,9 +29,13 @@ class Request:
         for an L{OutboundRequest}, the entity it was sent on to.
     @ivar deadline: when the requester is told that it timed out; set by
         L{RequestTable.add}.
+    @cvar timeout: seconds the request may stay in flight, if not the
+        table's (L{RequestTable.timeout}); C{None} for the table's.
     """
 
     __slots__ = ("requester", "stanzaID", "to", "resource", "deadline")
+
+    timeout: float | None = None
 
     def __init__(self, *, requester: str, stanzaID: str, to: str, resource: str) -> None:
         self.requester = requester
@@ -92,6 +97,28 @@ class OutboundRequest(Request):
         self.alias = alias
 
 
+class ComponentQuery(Request):
+    """
+    A request of the component's own (a disco#info, to learn what a
+    resource offers), sent from the component to C{resource}: its answer is
+    the component's, never forwarded to anyone. C{requester} is the
+    component's address it was sent from.
+
+    It has a timeout of its own, and its outcome goes to C{answered}: the
+    payload of a result, or C{None} for an error, a timeout or the
+    resource going away.
+    """
+
+    __slots__ = ("timeout", "answered")
+
+    def __init__(
+        self, *, timeout: float, answered: Callable[[bytes | None], None], **kwargs: str
+    ) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
+        self.answered = answered
+
+
 class Refused(Exception):
     """
     The table will not take a request.
@@ -114,9 +141,11 @@ class RequestTable:
     Requests in flight, keyed by requester and id.
 
     Keying on the requester's full JID as well as the id means that two
-    requesters who happen to choose the same id never collide. Every
-    request has the same timeout, so deadlines grow in insertion order and a
-    plain queue finds the expired ones without a timer each.
+    requesters who happen to choose the same id never collide. The
+    requests have the table's timeout, but for a few kinds with their own
+    (L{ComponentQuery}): there is a queue per timeout, in which deadlines
+    grow in insertion order, so that the heads of the queues find the
+    expired requests without a timer each.
 
     The table is shared fairly. Anyone on the federated network may send
     requests, and a server can invent as many resources, and users, of its
@@ -150,7 +179,10 @@ class RequestTable:
         self._byResource: dict[str, dict[tuple[str, str], Request]] = {}
         self._perRequester: dict[str, int] = {}
         self._perDomain: dict[str, int] = {}
+        #: The queue of the requests with the table's timeout, and one per
+        #: other timeout.
         self._deadlines: deque[Request] = deque()
+        self._queues: dict[float, deque[Request]] = {}
         self._aliases: dict[str, Request] = {}
         self._pendingObservers: list[Callable[[str, int], None]] = []
 
@@ -160,6 +192,12 @@ class RequestTable:
         requests in flight at a resource, with the new number.
         """
         self._pendingObservers.append(observer)
+
+    def unobservePending(self, observer: Callable[[str, int], None]) -> None:
+        """
+        Stop calling C{observer}, given to L{observePending}.
+        """
+        self._pendingObservers.remove(observer)
 
     def _pendingChanged(self, resource: str, count: int) -> None:
         for observer in self._pendingObservers:
@@ -214,16 +252,22 @@ class RequestTable:
                 "retained_bytes",
             )
 
-    def add(self, request: Request, now: float) -> Request:
+    def add(self, request: Request, *, now: float) -> Request:
         """
-        Record C{request}, forwarded at C{now}; its deadline is set here.
+        Record C{request}, forwarded at C{now}; its deadline is set here,
+        from its own timeout or the table's.
 
         @raise Refused: as L{admit}.
         """
         size = request.retainedBytes()
         self.admit(request.requester, request.stanzaID, size)
         self.retainedBytes += size
-        request.deadline = now + self.timeout
+        timeout = request.timeout
+        if timeout is None:
+            timeout, queue = self.timeout, self._deadlines
+        else:
+            queue = self._queues.setdefault(timeout, deque())
+        request.deadline = now + timeout
         key = (request.requester, request.stanzaID)
         self._requests[key] = request
         if isinstance(request, OutboundRequest):
@@ -235,21 +279,24 @@ class RequestTable:
         self._perRequester[jid] = self._perRequester.get(jid, 0) + 1
         host = domain(jid)
         self._perDomain[host] = self._perDomain.get(host, 0) + 1
-        self._deadlines.append(request)
-        if len(self._deadlines) > 2 * len(self._requests) + 1024:
+        queue.append(request)
+        if len(queue) > 2 * len(self._requests) + 1024:
             self._compact()
         return request
 
     def _compact(self) -> None:
         """
-        Drop the answered requests from the queue of deadlines, which keeps
+        Drop the answered requests from the queues of deadlines, which keep
         them until their deadline otherwise: at thousands of requests a
         second, that is a lot of memory for nothing.
         """
+        self._deadlines = self._live(self._deadlines)
+        for timeout, queue in list(self._queues.items()):
+            self._queues[timeout] = self._live(queue)
+
+    def _live(self, queue: deque[Request]) -> deque[Request]:
         live = self._requests
-        self._deadlines = deque(
-            r for r in self._deadlines if live.get((r.requester, r.stanzaID)) is r
-        )
+        return deque(r for r in queue if live.get((r.requester, r.stanzaID)) is r)
 
     def answered(self, requester: str, stanzaID: str, resource: str) -> Request | None:
         """
@@ -344,12 +391,14 @@ class RequestTable:
         Remove and return the requests whose deadline has passed.
         """
         expired = []
-        deadlines = self._deadlines
-        while deadlines and deadlines[0].deadline <= now:
-            request = deadlines.popleft()
-            if self._requests.get((request.requester, request.stanzaID)) is request:
-                self.remove(request)
-                expired.append(request)
+        for deadlines in (self._deadlines, *self._queues.values()):
+            while deadlines and deadlines[0].deadline <= now:
+                request = deadlines.popleft()
+                if self._requests.get((request.requester, request.stanzaID)) is request:
+                    self.remove(request)
+                    expired.append(request)
+        if self._queues:
+            expired.sort(key=lambda request: request.deadline)
         return expired
 
     def setTimeout(self, timeout: float) -> None:
@@ -367,13 +416,18 @@ class RequestTable:
         """
         When L{expire} may next find something, or C{None} when empty.
 
-        The queue may still hold requests that were answered; their
-        deadline is returned all the same, which only costs an early call.
+        The queues may still hold requests that were answered; their
+        deadlines count all the same, which only costs an early call.
         """
         if not self._requests:
             self._deadlines.clear()
+            self._queues.clear()
             return None
-        return self._deadlines[0].deadline
+        deadline = self._deadlines[0].deadline if self._deadlines else math.inf
+        for queue in self._queues.values():
+            if queue and queue[0].deadline < deadline:
+                deadline = queue[0].deadline
+        return deadline
 
     def clear(self) -> list[Request]:
         """
@@ -387,6 +441,7 @@ class RequestTable:
         self._perRequester.clear()
         self._perDomain.clear()
         self._deadlines.clear()
+        self._queues.clear()
         self._aliases.clear()
         self.retainedBytes = 0
         return requests

@@ -16,13 +16,14 @@ class MessageRouter(RoutingHandler):
     Routes messages between users and the target's resources.
 
     A message to the component (its bare JID or any full JID) from anyone
-    but the target goes to one online resource of the target, chosen by the
-    strategy, from C{<component>/<sender's full JID>}. A message from a
+    but the target goes to one online resource of the target that is not
+    draining, chosen by the strategy, from C{<component>/<sender's full
+    JID>}. A message from a
     resource of the target to C{<component>/<JID>} goes to C{<JID>} from the
     component's bare JID. Types and payloads are untouched.
 
-    A message that cannot be delivered (no resource online, an address
-    that cannot be translated) is answered with an error, except a message
+    A message that cannot be delivered (no resource online, or only
+    draining ones; an address that cannot be translated) is answered with an error, except a message
     of type error, which is never answered (RFC 6120, 8.3.1), so that two
     entities cannot bounce errors at each other for ever. A message from
     the target to the component's bare JID is a C{bad-request}: nobody is
@@ -58,8 +59,8 @@ class MessageRouter(RoutingHandler):
         if not self.access.allows(sender):
             self.refuse(message, "forbidden", "auth", None)
             return
-        online = self.resources.online()
-        if not online:
+        resource = self.strategy.choose(sender)
+        if resource is None:
             self.refuse(message, "service-unavailable", "cancel", "no resource is online")
             return
         try:
@@ -69,7 +70,7 @@ class MessageRouter(RoutingHandler):
             return
         to = message.getAttribute("to", self.component)
         message["from"] = translated
-        message["to"] = self.strategy.choose(sender)
+        message["to"] = resource
         self._send(message, translated, sender, to)
 
     def messageFromTargetReceived(self, message: domish.Element) -> None:

@@ -17,6 +17,7 @@ from twisted.words.protocols.jabber.jid import JID
 from wokkel.xmppim import PresenceProtocol
 from zope.interface import Interface, implementer
 
+from client_proxy.caps import CAPS_NS, Caps
 from client_proxy.fastpath import childElements, takePresence
 from client_proxy.jat import bare
 
@@ -59,6 +60,18 @@ class IResourceIndex(IResourceObserver):
         """
 
 
+class IPresenceIndex(IResourceIndex):
+    """
+    An index that also follows what a resource's presence says beyond its
+    priority: its C{<show/>} and its entity capabilities (XEP-0115).
+    """
+
+    def presenceChanged(resource: str) -> None:
+        """
+        C{resource}, in the set, announced another show or other caps.
+        """
+
+
 class IResourceSet(Interface):
     """
     A set of the target's resources that tells its observers of every
@@ -70,7 +83,8 @@ class IResourceSet(Interface):
         """
         Tell C{observer} of every resource that joins or leaves the set
         from now on; of every change of priority, and of the set being
-        forgotten, too, if it provides L{IResourceIndex}.
+        forgotten, too, if it provides L{IResourceIndex}; and of every
+        change of show or caps if it provides L{IPresenceIndex}.
         """
 
     def online() -> Collection[str]:
@@ -84,10 +98,55 @@ class IResourceSet(Interface):
         """
 
 
-@implementer(IResourceSet)
-class Resources:
+class ObservedSet:
     """
-    The online resources of the target, with their presence priorities.
+    What a set of resources does for its observers: the indexes first, so
+    that the others find them up to date.
+    """
+
+    def __init__(self) -> None:
+        self._observers: list[IResourceObserver] = []
+        self._indexes: list[IResourceIndex] = []
+        self._presenceIndexes: list[IPresenceIndex] = []
+
+    def addObserver(self, observer: IResourceObserver) -> None:
+        if IPresenceIndex.providedBy(observer):
+            self._presenceIndexes.append(observer)
+        if IResourceIndex.providedBy(observer):
+            self._indexes.append(observer)
+        else:
+            self._observers.append(observer)
+
+    def _joined(self, resource: str) -> None:
+        for index in self._indexes:
+            index.resourceOnline(resource)
+        for observer in self._observers:
+            observer.resourceOnline(resource)
+
+    def _left(self, resource: str) -> None:
+        for index in self._indexes:
+            index.resourceOffline(resource)
+        for observer in self._observers:
+            observer.resourceOffline(resource)
+
+    def _priorityChanged(self, resource: str) -> None:
+        for index in self._indexes:
+            index.priorityChanged(resource)
+
+    def _presenceChanged(self, resource: str) -> None:
+        for index in self._presenceIndexes:
+            index.presenceChanged(resource)
+
+    def _forgotten(self) -> None:
+        for index in self._indexes:
+            index.forgotten()
+
+
+@implementer(IResourceSet)
+class Resources(ObservedSet):
+    """
+    The online resources of the target, with what their presence says:
+    priority, show and entity capabilities.
 
     Pure state, free of I/O. Every change costs O(1) plus what its
     observers do: nothing here is rebuilt from all the resources, so that a
@@ -96,19 +155,10 @@ class Resources:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._priorities: dict[str, int] = {}
-        self._observers: list[IResourceObserver] = []
-        self._indexes: list[IResourceIndex] = []
-
-    def addObserver(self, observer: IResourceObserver) -> None:
-        """
-        Tell C{observer} of every change from now on: the indexes first,
-        so that the others find them up to date.
-        """
-        if IResourceIndex.providedBy(observer):
-            self._indexes.append(observer)
-        else:
-            self._observers.append(observer)
+        #: The show and caps of the resources that announce either.
+        self._details: dict[str, tuple[str | None, Caps | None]] = {}
 
     def online(self) -> Collection[str]:
         """
@@ -120,29 +170,55 @@ class Resources:
     def priority(self, resource: str) -> int:
         return self._priorities[resource]
 
+    def show(self, resource: str) -> str | None:
+        """
+        The C{<show/>} of C{resource}'s presence (RFC 6121, 4.7.2.1), or
+        C{None} without one.
+        """
+        details = self._details.get(resource)
+        return None if details is None else details[0]
+
+    def caps(self, resource: str) -> Caps | None:
+        """
+        The entity capabilities C{resource} announces, if any.
+        """
+        details = self._details.get(resource)
+        return None if details is None else details[1]
+
     def __contains__(self, resource: str) -> bool:
         return resource in self._priorities
 
     def __len__(self) -> int:
         return len(self._priorities)
 
-    def available(self, resource: str, priority: int = 0) -> None:
+    def available(
+        self,
+        resource: str,
+        priority: int = 0,
+        show: str | None = None,
+        caps: Caps | None = None,
+    ) -> None:
         """
         C{resource} sent available presence; a repeated one may change the
-        priority.
+        priority, the show or the caps.
         """
         old = self._priorities.get(resource)
-        if old == priority:
+        details = None if show is None and caps is None else (show, caps)
+        oldDetails = self._details.get(resource)
+        if old == priority and oldDetails == details:
             return
         self._priorities[resource] = priority
-        if old is None:
-            for index in self._indexes:
-                index.resourceOnline(resource)
-            for observer in self._observers:
-                observer.resourceOnline(resource)
+        if details is None:
+            self._details.pop(resource, None)
         else:
-            for index in self._indexes:
-                index.priorityChanged(resource)
+            self._details[resource] = details
+        if old is None:
+            self._joined(resource)
+            return
+        if old != priority:
+            self._priorityChanged(resource)
+        if oldDetails != details:
+            self._presenceChanged(resource)
 
     def unavailable(self, resource: str) -> None:
         """
@@ -150,10 +226,8 @@ class Resources:
         """
         if self._priorities.pop(resource, None) is None:
             return
-        for index in self._indexes:
-            index.resourceOffline(resource)
-        for observer in self._observers:
-            observer.resourceOffline(resource)
+        self._details.pop(resource, None)
+        self._left(resource)
 
     def clear(self) -> None:
         """
@@ -175,28 +249,113 @@ class Resources:
         more, and they are learned again on the next connection.
         """
         self._priorities.clear()
-        for index in self._indexes:
-            index.forgotten()
+        self._details.clear()
+        self._forgotten()
 
 
-def _details(children: list[Child], namespace: str) -> tuple[int]:
+@implementer(IResourceSet, IPresenceIndex)
+class Undrained(ObservedSet):
+    """
+    The online resources that are not draining: those a new request or
+    message may go to.
+
+    A resource whose presence carries the show C{drainShow} (C{xa} by
+    default) is draining: it is about to leave, and gets nothing new, while
+    what it holds is still answered as usual. Another show, or none, makes
+    it eligible again at once. Strategies built over this set choose among
+    the eligible resources only, and see a resource that starts or stops
+    draining leave or join.
+
+    @ivar drainShow: the show that marks a resource draining.
+    """
+
+    log = Logger()
+
+    def __init__(self, resources: Resources, drainShow: str = "xa") -> None:
+        super().__init__()
+        self.resources = resources
+        self.drainShow = drainShow
+        self._members: dict[str, None] = {}
+        for resource in resources.online():
+            self.resourceOnline(resource)
+        resources.addObserver(self)
+
+    def online(self) -> Collection[str]:
+        return self._members.keys()
+
+    def priority(self, resource: str) -> int:
+        return self.resources.priority(resource)
+
+    def caps(self, resource: str) -> Caps | None:
+        return self.resources.caps(resource)
+
+    def __contains__(self, resource: str) -> bool:
+        return resource in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def resourceOnline(self, resource: str) -> None:
+        if self.resources.show(resource) == self.drainShow:
+            self.log.info("Resource draining: {resource}", resource=resource)
+        else:
+            self._members[resource] = None
+            self._joined(resource)
+
+    def resourceOffline(self, resource: str) -> None:
+        if resource in self._members:
+            del self._members[resource]
+            self._left(resource)
+
+    def priorityChanged(self, resource: str) -> None:
+        if resource in self._members:
+            self._priorityChanged(resource)
+
+    def presenceChanged(self, resource: str) -> None:
+        draining = self.resources.show(resource) == self.drainShow
+        if resource not in self._members:
+            if not draining:
+                self.log.info("Resource no longer draining: {resource}", resource=resource)
+                self.resourceOnline(resource)
+        elif draining:
+            self.log.info("Resource draining: {resource}", resource=resource)
+            self.resourceOffline(resource)
+        else:
+            self._presenceChanged(resource)
+
+    def forgotten(self) -> None:
+        self._members.clear()
+        self._forgotten()
+
+
+def _details(children: list[Child], namespace: str) -> tuple[int, str | None, Caps | None]:
     """
     What an available presence in C{namespace} says of its resource, from
     its C{children}, as the arguments of
     L{TargetPresenceHandler.availableFrom} after the sender: its priority
-    (RFC 6121, 4.7.2.3: 0 without one, or when it is not a number).
+    (RFC 6121, 4.7.2.3: 0 without one, or when it is not a number), its
+    show (4.7.2.1), and its entity capabilities (XEP-0115: a C{<c/>} with
+    a C{hash}, a C{node} and a C{ver}; one without a C{hash}, of the legacy
+    format, counts as none).
     """
-    for childNamespace, name, _, text in children:
+    priority, show, caps = 0, None, None
+    for childNamespace, name, attributes, text in children:
         if name == "priority" and childNamespace == namespace:
             try:
-                return (int(text),)
+                priority = int(text)
             except ValueError:
-                return (0,)
-    return (0,)
+                pass
+        elif name == "show" and childNamespace == namespace:
+            show = text.strip()
+        elif name == "c" and childNamespace == CAPS_NS:
+            hash, node, ver = (attributes.get(a) for a in ("hash", "node", "ver"))
+            if hash and node and ver:
+                caps = Caps(hash, node, ver)
+    return priority, show, caps
 
 
 @lru_cache(maxsize=4096)
-def _detailsOf(inner: bytes, namespace: str) -> tuple[int] | None:
+def _detailsOf(inner: bytes, namespace: str) -> tuple[int, str | None, Caps | None] | None:
     """
     L{_details} of a presence in C{namespace} whose inner XML is C{inner},
     or C{None} if it is not well-formed on its own. In a storm the same
@@ -289,6 +448,12 @@ class TargetPresenceHandler(PresenceProtocol):
         resources approves the subscription, since the server sends the
         presence of every online resource after each approval (RFC 6121,
         3.1.5). The rest goes through Wokkel's parsing.
+
+        This overrides a private method of Wokkel's L{PresenceProtocol}
+        because it has no public hook before its parsing: it observes
+        C{/presence} with C{_onPresence} itself, and its public methods
+        (C{availableReceived}, ...) are called only once every stanza, the
+        other entities' included, has been parsed into Wokkel's objects.
         """
         sender = element.getAttribute("from", "")
         if bare(sender) != self._target:
@@ -330,17 +495,23 @@ class TargetPresenceHandler(PresenceProtocol):
         self.availableFrom(sender, *details)
         return True
 
-    def availableFrom(self, sender: str, priority: int) -> None:
+    def availableFrom(
+        self,
+        sender: str,
+        priority: int = 0,
+        show: str | None = None,
+        caps: Caps | None = None,
+    ) -> None:
         """
         Available presence (RFC 6121, 4.2 and 4.4): a resource is online,
-        or announces another priority. Nothing is logged for a resource
-        already known: the same presence may come many times.
+        or announces another priority, show or caps. Nothing is logged for
+        a resource already known: the same presence may come many times.
         """
         if "/" not in sender:
             return
         if sender not in self.resources:
             self.log.info("Resource online: {resource}", resource=sender)
-        self.resources.available(sender, priority)
+        self.resources.available(sender, priority, show, caps)
 
     def unavailableFrom(self, sender: str) -> None:
         """

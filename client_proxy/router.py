@@ -3,6 +3,7 @@ JAT routing of IQs between requesters and the target's resources.
 """
 
 import itertools
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -18,7 +19,10 @@ from client_proxy.fastpath import (
     isBounce,
     routeIQs,
 )
+from client_proxy.dispatch import IStrategy
+from client_proxy.features import IInfoQuerier
 from client_proxy.inflight import (
+    ComponentQuery,
     ForwardedGet,
     ForwardedSet,
     OutboundRequest,
@@ -34,6 +38,9 @@ from client_proxy.routing import Routing, RoutingHandler, StanzaTooLarge
 #: this; the rest is a counter.
 ALIAS_PREFIX = "client-proxy-"
 
+#: Ids of the component's own requests (L{IQRouter.query}) start with this.
+QUERY_PREFIX = ALIAS_PREFIX + "query-"
+
 #: Room left in a stanza for the C{to} the router adds when it sends a
 #: kept request on: a full JID is at most 3 x 1023 bytes (RFC 7622, 3.1),
 #: plus the attribute's quotes and escapes.
@@ -42,7 +49,7 @@ _ROOM_FOR_TO = 3 * 1023 + 32
 _TOO_LARGE = "policy-violation", "modify"
 
 
-@implementer(IResourceObserver)
+@implementer(IResourceObserver, IInfoQuerier)
 class IQRouter(RoutingHandler):
     """
     Forwards IQ requests to a resource of the target and answers back.
@@ -76,6 +83,14 @@ class IQRouter(RoutingHandler):
     that arrive on the next one are forwarded, and the errors of those
     that expire in between are sent once it is up.
 
+    With routing by features (L{client_proxy.features.FeatureRouting}), a
+    request goes only to a resource that offers the namespace of its
+    payload; when some resource is online but none offers it, the
+    requester gets C{service-unavailable} at once. The disco#info requests
+    that routing needs are sent here (L{query}), kept in the table of
+    requests in flight with a timeout of their own, and their answers are
+    the component's, never forwarded.
+
     Nothing sent exceeds what the server accepts on the component stream
     (L{client_proxy.routing.Streams.sendFrom}): a request too large to
     forward is refused with C{policy-violation}, and an answer too large
@@ -106,6 +121,8 @@ class IQRouter(RoutingHandler):
         #: them: (request, condition, type, text), sent on the next one.
         self._owed: list[tuple[Request, str, str, str]] = []
         self.resources.addObserver(self)
+        if self.features is not None:
+            self.features.discovery.querier = self
 
     def connectionInitialized(self) -> None:
         super().connectionInitialized()
@@ -176,8 +193,12 @@ class IQRouter(RoutingHandler):
             else:
                 self.requestReceived(iq, inner)
             return True
-        if iq.get("id", "").startswith(ALIAS_PREFIX) and iq.get("to") == self.instance:
-            self.outboundAnswerReceived(iq, inner)
+        stanzaID = iq.get("id", "")
+        if stanzaID.startswith(ALIAS_PREFIX) and iq.get("to") == self.instance:
+            if stanzaID.startswith(QUERY_PREFIX):
+                self.queryAnswerReceived(iq, inner)
+            else:
+                self.outboundAnswerReceived(iq, inner)
             return True
         if fromTarget:
             self.answerReceived(iq, inner)
@@ -226,11 +247,17 @@ class IQRouter(RoutingHandler):
                 stanzaID, addressedTo, requester, *_TOO_LARGE, self._tooLargeText("request")
             )
             return
-        resource = self.strategy.choose(requester)
+        features = self.features
+        strategy = self.strategy if features is None else features.strategyFor(inner)
+        resource = strategy.choose(requester)
         if resource is None:
-            self._refused(requester, "no_resource")
+            if features is not None and features.base:
+                reason, text = "no_feature", "no online resource offers the payload's namespace"
+            else:
+                reason, text = "no_resource", "no resource"
+            self._refused(requester, reason)
             self._sendError(
-                stanzaID, addressedTo, requester, "service-unavailable", "cancel", "no resource"
+                stanzaID, addressedTo, requester, "service-unavailable", "cancel", text
             )
             return
         addresses = dict(
@@ -242,7 +269,7 @@ class IQRouter(RoutingHandler):
             else ForwardedSet(**addresses)
         )
         try:
-            self.table.add(request, self.clock.seconds())
+            self.table.add(request, now=self.clock.seconds())
         except Refused as e:
             self._refused(requester, e.reason)
             self._sendError(stanzaID, addressedTo, requester, e.condition, e.errorType, e.text)
@@ -343,12 +370,22 @@ class IQRouter(RoutingHandler):
             or not isBounce(inner)
         ):
             return False
-        moved = self.strategy.choose(request.requester, exclude=request.resource)
+        moved = self._strategyFor(request).choose(request.requester, exclude=request.resource)
         if moved is None:
             return False
         request.triedElsewhere = True
         self._sendElsewhere(request, moved, "bounced")
         return True
+
+    def _strategyFor(self, request: ForwardedGet) -> IStrategy:
+        """
+        The strategy that chooses where the get C{request} may go, as when
+        it arrived.
+        """
+        if self.features is None:
+            return self.strategy
+        stanza = request.stanza  # its attributes escape ">": the first ends the tag
+        return self.features.strategyFor(stanza[stanza.find(b">") + 1 :])
 
     def _sendElsewhere(
         self, request: ForwardedGet, moved: str, why: str
@@ -425,7 +462,7 @@ class IQRouter(RoutingHandler):
                     resource=remote,
                     alias=alias,
                 ),
-                self.clock.seconds(),
+                now=self.clock.seconds(),
             )
         except Refused as e:
             self.refuse(iq, e.condition, e.errorType, e.text, e.reason)
@@ -452,6 +489,56 @@ class IQRouter(RoutingHandler):
         iq["id"] = request.stanzaID
         self._answered(request, iq, inner)
 
+    def query(
+        self,
+        resource: str,
+        payload: bytes,
+        timeout: float,
+        answered: Callable[[bytes | None], None],
+    ) -> bool:
+        """
+        Send a get of the component's own to C{resource}, from the
+        component, kept in the table of requests in flight with C{timeout}
+        (see L{IInfoQuerier}).
+        """
+        stanzaID = QUERY_PREFIX + str(next(self._aliases))
+        request = ComponentQuery(
+            requester=self.instance,
+            stanzaID=stanzaID,
+            to=self.instance,
+            resource=resource,
+            timeout=timeout,
+            answered=answered,
+        )
+        try:
+            self.table.add(request, now=self.clock.seconds())
+        except Refused:
+            return False
+        attributes = {"type": "get", "id": stanzaID, "from": self.instance, "to": resource}
+        try:
+            sent = self.streams.sendFrom(self.instance, iqBytes(attributes, payload))
+        except StanzaTooLarge:
+            sent = False
+        if not sent:
+            self.table.remove(request)
+            return False
+        if self._expiry is not None and self._expiry.getTime() > request.deadline:
+            self._cancelExpiry()
+        self._scheduleExpiry()
+        return True
+
+    def queryAnswerReceived(self, iq: dict[str, str], inner: bytes) -> None:
+        """
+        An answer to a request of the component's own: it goes to whoever
+        asked, and nowhere else.
+        """
+        request = self.table.answered(self.instance, iq["id"], iq.get("from", ""))
+        if not isinstance(request, ComponentQuery):
+            self._dropUnsolicited(iq)
+            return
+        self.table.remove(request)
+        request.answered(inner if iq.get("type") == "result" else None)
+
     def resourceOnline(self, resource: str) -> None:
         pass
 
@@ -470,8 +557,12 @@ class IQRouter(RoutingHandler):
                 count=len(held),
             )
         for request in held:
+            if isinstance(request, ComponentQuery):
+                self.table.remove(request)
+                request.answered(None)
+                continue
             moved = (
-                self.strategy.choose(request.requester, exclude=resource)
+                self._strategyFor(request).choose(request.requester, exclude=resource)
                 if isinstance(request, ForwardedGet)
                 else None
             )
@@ -570,9 +661,10 @@ class IQRouter(RoutingHandler):
         """
         Answer every request in flight with an error, as before a stop.
 
-        @return: how many were answered.
+        @return: how many were answered (the component's own requests are
+            not: they are dropped).
         """
-        requests = self.table.clear()
+        requests = [r for r in self.table.clear() if not isinstance(r, ComponentQuery)]
         self._cancelExpiry()
         for request in requests:
             self.answerWithError(request, condition, errorType, text)
@@ -608,6 +700,9 @@ class IQRouter(RoutingHandler):
         """
         self._expiry = None
         for request in self.table.expire(self.clock.seconds()):
+            if isinstance(request, ComponentQuery):
+                request.answered(None)
+                continue
             if not isinstance(request, OutboundRequest):
                 self.metrics.requestTimedOut()
             self.tally.count("timed out", "requests", "no answer in time", request.requester)

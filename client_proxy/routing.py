@@ -14,6 +14,7 @@ from client_proxy import jat
 from client_proxy.access import AccessPolicy
 from client_proxy.dispatch import IStrategy
 from client_proxy.fastpath import compact
+from client_proxy.features import FeatureRouting
 from client_proxy.presence import Resources
 from client_proxy.quiet import Tally
 
@@ -102,6 +103,8 @@ class Routing:
         target's policy, with no lists).
     @ivar clock: the clock of the L{Tally} of what remote senders cause;
         by default, the global reactor.
+    @ivar features: the routing of requests by the features of the
+        resources, or C{None} to choose among all with C{strategy}.
     """
 
     component: str
@@ -112,6 +115,7 @@ class Routing:
     maxStanzaSize: int = DEFAULT_MAX_STANZA_SIZE
     access: AccessPolicy = field(default_factory=lambda: AccessPolicy(""))
     clock: IReactorTime | None = None
+    features: FeatureRouting | None = None
     streams: Streams = field(init=False)
     tally: Tally = field(init=False)
 
@@ -140,6 +144,7 @@ class RoutingHandler(XMPPHandler):
         self.instance = routing.instance
         self.resources = routing.resources
         self.strategy = routing.strategy
+        self.features = routing.features
         self.streams = routing.streams
         self.access = routing.access
         self.tally = routing.tally

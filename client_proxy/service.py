@@ -37,8 +37,8 @@ from client_proxy.access import AccessPolicy
 from client_proxy.config import SETTINGS_BY_NAME, ConfigError, ProcessConfig, ProxyConfig
 from client_proxy.connection import ComponentConnection, ConnectionState, describeEndpoint, tlsHost
 from client_proxy.contacts import ComponentPresenceHandler, SubscriberLimits
-from client_proxy.dispatch import STRATEGIES
 from client_proxy.fastpath import FastXmlStream
+from client_proxy.features import fleetDispatch
 from client_proxy.inflight import RequestTable
 from client_proxy.keepalive import KeepAlive, StandbyWatch
 from client_proxy.messages import MessageRouter
@@ -54,7 +54,18 @@ if TYPE_CHECKING:
 #: The settings of a proxy that its running service cannot take in place:
 #: a change restarts the proxy (see L{ProcessService.reload}).
 RESTART_SETTINGS = frozenset(
-    ["jid", "secret", "target", "endpoint", "instanceJid", "instanceEndpoint", "stateFile"]
+    [
+        "jid",
+        "secret",
+        "target",
+        "endpoint",
+        "instanceJid",
+        "instanceEndpoint",
+        "stateFile",
+        # The eligible sets of the strategies are built with them.
+        "drainShow",
+        "routeByFeatures",
+    ]
 )
 
 
@@ -104,15 +115,19 @@ class ProxyHandlers:
             maxPerDomain=config.maxInFlightPerDomain,
             maxRetainedBytes=config.maxRetainedBytes,
         )
+        strategy, features = fleetDispatch(
+            resources, table, config.strategy, config.drainShow, config.routeByFeatures
+        )
         self.routing = routing = Routing(
             config.jid,
             config.target,
             resources,
-            STRATEGIES[config.strategy](resources, table),
+            strategy,
             config.instanceJid or "",
             maxStanzaSize=config.maxStanzaSize,
             access=AccessPolicy(config.target, config.allow, config.deny),
             clock=reactor,
+            features=features,
         )
         self.router = IQRouter(routing, table, reactor, metrics=metrics)
         self.messages = MessageRouter(routing)
@@ -349,7 +364,17 @@ class ProxyService(Service):
             if self.connection.standbyWatch is not None:
                 self.connection.standbyWatch.setInterval(config.standbyInterval)
         if "strategy" in changed:
-            self._share("strategy", STRATEGIES[config.strategy](self.resources, self.table))
+            strategy, features = fleetDispatch(
+                self.resources,
+                self.table,
+                config.strategy,
+                config.drainShow,
+                config.routeByFeatures,
+            )
+            self._share("strategy", strategy)
+            self._share("features", features)
+            if features is not None:
+                features.discovery.querier = self.router
         if "allow" in changed or "deny" in changed:
             access = AccessPolicy(config.target, config.allow, config.deny)
             self._share("access", access)

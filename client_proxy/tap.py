@@ -53,11 +53,15 @@ class Options(usage.Options):
     )
     # None as the default tells an option left out from one given; the
     # defaults are the settings'.
-    optParameters = [[s.option, None, None, _help(s)] for s in config.SETTINGS]
+    optParameters = [[s.option, None, None, _help(s)] for s in config.SETTINGS if not s.flag]
+    optFlags = [[s.option, None, _help(s)] for s in config.SETTINGS if s.flag]
 
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         super().__init__()
         self.environ = environ
+        for setting in config.SETTINGS:
+            if setting.flag:
+                self[setting.option] = None
 
     def opt_version(self) -> None:
         """

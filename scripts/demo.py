@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support import processes  # noqa: E402
-from tests.support.prosody import Prosody, prosody_available  # noqa: E402
-from tests.support.proxy import ProxyProcess  # noqa: E402
+from harness import processes  # noqa: E402
+from harness.prosody import Prosody, prosody_available  # noqa: E402
+from harness.proxy import ProxyProcess  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 COMPONENT = "proxy.example.org"

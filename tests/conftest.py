@@ -4,13 +4,15 @@ Fixtures shared by the tests.
 
 import itertools
 import os
+import socket
 from typing import Iterator
 
 import pytest
 
-from tests.support.prosody import Prosody, prosody_available
-from tests.support.proxy import client_proxy
-from tests.support.xmpp import Client
+from harness import ports
+from harness.prosody import Prosody, prosody_available
+from harness.proxy import Logged, client_proxy
+from harness.xmpp import Client
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +27,28 @@ def prosody() -> Iterator[Prosody]:
         pytest.skip("prosody is not installed (scripts/setup installs it)")
     with Prosody() as server:
         yield server
+
+
+@pytest.fixture
+def taking(monkeypatch):
+    """
+    C{take(n)}: a port another program listens on, which
+    L{harness.ports.free_port} gives as its C{n}-th answer from now on
+    (from 0): a port taken after it was found free.
+    """
+    sockets = []
+
+    def take(n):
+        sock = socket.create_server(("127.0.0.1", 0))
+        sockets.append(sock)
+        port = sock.getsockname()[1]
+        answers, free_port = itertools.count(), ports.free_port
+        monkeypatch.setattr(ports, "free_port", lambda: port if next(answers) == n else free_port())
+        return port
+
+    yield take
+    for sock in sockets:
+        sock.close()
 
 
 COMPONENT = "proxy.example.org"
@@ -72,4 +96,28 @@ def user(target):
 
 
 def online(proxy_process, resource, count=1):
-    proxy_process.wait_for_log("Resource online: " + resource, count=count)
+    """Wait until the proxy has seen C{resource} come online C{count} times."""
+    proxy_process.wait_for_log_event(
+        Logged("Resource online: {resource}", resource=resource), count=count
+    )
+
+
+def offline(proxy_process, resource, count=1):
+    """Wait until the proxy has seen C{resource} go offline C{count} times."""
+    proxy_process.wait_for_log_event(
+        Logged("Resource offline: {resource}", resource=resource), count=count
+    )
+
+
+def authenticated(proxy_process, jid, count=1, timeout=10.0):
+    """Wait until the proxy has authenticated as C{jid} C{count} times."""
+    proxy_process.wait_for_log_event(
+        Logged(event="authenticated", jid=jid), timeout=timeout, count=count
+    )
+
+
+def asking(proxy_process, target):
+    """Wait until the proxy has asked C{target} for a presence subscription."""
+    proxy_process.wait_for_log_event(
+        Logged("Asking {target} for a presence subscription", target=target)
+    )

@@ -14,7 +14,7 @@ import pytest
 
 from client_proxy import config
 from client_proxy.tap import Options, makeProcessService
-from tests.support.proxy import ROOT
+from harness.proxy import ROOT
 
 COMPONENT, TARGET = "proxy.example.org", "service@example.org"
 
@@ -41,6 +41,7 @@ def test_defaults():
         100_000, 25_000, 1000)
     assert (c.maxSubscribers, c.maxSubscribersPerDomain) == (100_000, 10_000)
     assert (c.allow, c.deny) == ((), ())
+    assert (c.drainShow, c.routeByFeatures) == ("xa", False)
 
 
 def test_secret_never_in_repr():
@@ -223,7 +224,8 @@ def test_every_setting_has_its_field():
 def test_every_setting_in_help():
     usage = Options().getUsage(width=10_000)
     for s in config.SETTINGS:
-        line = next(line for line in usage.splitlines() if "--%s=" % (s.option,) in line)
+        written = "--%s " % (s.option,) if s.flag else "--%s=" % (s.option,)
+        line = next(line for line in usage.splitlines() if written in line)
         assert s.variable in line and "default: " + s.describeDefault() in line, line
 
 
@@ -272,6 +274,8 @@ SAMPLES = {
               ("a@example.org", "example.net")),
     "deny": ("evil.example", '["evil.example"]', ("evil.example",)),
     "strategy": ("sticky", '"sticky"', "sticky"),
+    "drainShow": ("dnd", '"dnd"', "dnd"),
+    "routeByFeatures": ("true", "true", True),
     "stateFile": (":memory:", '":memory:"', None),
     "instanceJid": ("me.example.org", '"me.example.org"', "me.example.org"),
     "instanceEndpoint": ("unix:path=/run/y", '"unix:path=/run/y"', "unix:path=/run/y"),
@@ -303,8 +307,10 @@ def fields(c, names):
 
 
 def test_every_setting_from_the_command_line():
+    # A switch is a flag, given without its value.
     args = [arg for name, text in given(0).items()
-            for arg in ("--" + config.SETTINGS_BY_NAME[name].option, text)]
+            for arg in ("--" + config.SETTINGS_BY_NAME[name].option, text)
+            if not (config.SETTINGS_BY_NAME[name].flag and arg == text)]
     options = parse(args)
     [proxy] = options["proxies"]
     assert fields(proxy, expected(config.PROXY)) == expected(config.PROXY)
@@ -382,6 +388,12 @@ def test_the_command_line_wins_over_the_environment(tmp_path):
          "client-proxy: CLIENT_PROXY_TIMEOUT must be positive, not '-1'"),
         (["--jid", COMPONENT, "--target", TARGET, "--secret", "s", "--secret-file", "/x"], {},
          "client-proxy: give --secret-file or --secret, not both"),
+        (["--jid", COMPONENT, "--target", TARGET, "--secret", "s"],
+         {"CLIENT_PROXY_ROUTE_BY_FEATURES": "maybe"},
+         "client-proxy: CLIENT_PROXY_ROUTE_BY_FEATURES must be true or false, not 'maybe'"),
+        (["--jid", COMPONENT, "--target", TARGET, "--secret", "s", "--drain-show", "gone"], {},
+         "client-proxy: --drain-show 'gone' is not a presence show; choose one of away, chat, "
+         "dnd, xa"),
         (["--jid", COMPONENT, "--target", TARGET], {"CLIENT_PROXY_SECRET": "s",
                                                     "CLIENT_PROXY_SECRET_FILE": "/x"},
          "client-proxy: give CLIENT_PROXY_SECRET_FILE or CLIENT_PROXY_SECRET, not both"),

@@ -9,7 +9,7 @@ import pytest
 
 from client_proxy import config
 from client_proxy.config import ConfigError, loadFile
-from tests.support.proxy import ROOT
+from harness.proxy import ROOT
 
 GOOD = """\
 endpoint = "tcp:host=127.0.0.1:port=5348"
@@ -154,7 +154,8 @@ def test_proxies_service(write):
          "[[proxy]] 1 (proxy.example.org): secret_file: cannot read the secret file "),
         (proxy(colour=q("blue")),
          "proxy.toml: [[proxy]] 1 (proxy.example.org): colour: unknown key; "
-         "a [[proxy]] table takes: allow, deny, endpoint, instance_endpoint, instance_jid, jid,"),
+         "a [[proxy]] table takes: allow, deny, drain_show, endpoint, instance_endpoint, "
+         "instance_jid, jid,"),
         ("timeout = -1\n" + proxy(), "proxy.toml: timeout: must be positive, not -1"),
         ("colour = 1\n" + proxy(), "proxy.toml: colour: unknown key; the top level takes: "),
         ('target = "s@example.org"\n' + proxy(),
@@ -167,6 +168,17 @@ def test_proxies_service(write):
          "[[proxy]] 1 (proxy.example.org): allow: must be an array, not a string ('example.org')"),
         (proxy(deny='["example.org", "a@b/c"]'),
          "[[proxy]] 1 (proxy.example.org): deny: 'a@b/c' must be a bare JID or a domain"),
+        (proxy(route_by_features=q("yes")),
+         "[[proxy]] 1 (proxy.example.org): route_by_features: must be a boolean, not a "
+         "string ('yes')"),
+        (proxy(route_by_features=1),
+         "[[proxy]] 1 (proxy.example.org): route_by_features: must be a boolean, not an "
+         "integer (1)"),
+        (proxy(drain_show=q("busy")),
+         "[[proxy]] 1 (proxy.example.org): drain_show: 'busy' is not a presence show; "
+         "choose one of away, chat, dnd, xa"),
+        (proxy(drain_show="true"),
+         "[[proxy]] 1 (proxy.example.org): drain_show: must be a string, not a boolean (True)"),
         (proxy(max_stanza_size=1000),
          "[[proxy]] 1 (proxy.example.org): max_stanza_size: must be at least 4096, not 1000"),
         (proxy(target=q("s@proxy.example.org")),

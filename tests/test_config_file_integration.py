@@ -9,10 +9,10 @@ import signal
 
 import pytest
 
+from harness.prosody import Prosody, prosody_available
+from harness.proxy import ROOT, Logged, ProxyProcess, run_twistd
+from harness.xmpp import Client, Responder
 from tests.conftest import online
-from tests.support.prosody import Prosody, prosody_available
-from tests.support.proxy import ROOT, ProxyProcess, run_twistd
-from tests.support.xmpp import Client, Responder
 
 FIRST, SECOND = "proxy.example.org", "proxy2.example.org"
 
@@ -92,7 +92,8 @@ def test_two_proxies_from_a_file(server, connect, tmp_path):
         assert_both_served(process, connect)
     assert process.process.returncode == -signal.SIGTERM, "twistd ends by the signal it got"
     assert "Traceback" not in process.log()
-    assert process.log().count("Authenticated as") == 2
+    authenticated = Logged(event="authenticated")
+    assert sorted(e["jid"] for e in process.events() if authenticated(e)) == sorted([FIRST, SECOND])
 
 
 def test_proxy_tac_with_a_config_file(server, connect, tmp_path):
@@ -182,7 +183,7 @@ def test_the_plugin_reads_the_environment(server, connect, tmp_path):
         assert (answer.get("type"), answer.get("from")) == ("result", FIRST)
     log = process.log()
     assert log.count("--secret puts the component secret on the command line") == 1
-    assert server.components[FIRST] not in log
+    assert server.components[FIRST] not in process.eventlog.path.read_text()
 
 
 @pytest.mark.parametrize(

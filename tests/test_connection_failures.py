@@ -9,8 +9,8 @@ import secrets
 
 from tests.conftest import COMPONENT
 from tests.support.events import wait_for_event
-from tests.support.prosody import free_port
-from tests.support.proxy import client_proxy
+from harness.ports import free_port
+from harness.proxy import client_proxy
 
 
 def started(prosody, *options, secret=None, jid=None):

@@ -13,10 +13,10 @@ import time
 import pytest
 
 from client_proxy.contacts import DomainRate
+from harness.proxy import run_twistd
+from harness.xmpp import Client, Responder, bare, tag
 from tests.conftest import COMPONENT, online, user
 from tests.support.hostile import HostileComponent
-from tests.support.proxy import run_twistd
-from tests.support.xmpp import Client, Responder, bare, tag
 
 
 def fan_of(target: str) -> str:

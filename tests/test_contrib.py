@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.proxy import ROOT, run_twistd
+from harness.proxy import ROOT, run_twistd
 
 UNIT = ROOT / "contrib" / "client-proxy.service"
 

@@ -8,7 +8,7 @@ import re
 
 from client_proxy.metrics import IMetrics
 from client_proxy.prometheus import PrometheusMetrics, processRegistry
-from tests.support.proxy import ROOT
+from harness.proxy import ROOT
 
 DASHBOARD = json.loads((ROOT / "contrib" / "grafana-dashboard.json").read_text())
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.prosody import prosody_available
+from harness.prosody import prosody_available
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -46,7 +46,7 @@ def table() -> RequestTable:
 def sent(requests, resource, stanzaID):
     """A request of USER's now in flight at C{resource}."""
     request = ForwardedSet(requester=USER, stanzaID=stanzaID, to="proxy", resource=resource)
-    return requests.add(request, 0)
+    return requests.add(request, now=0)
 
 
 def build(name, *resources, requests=None, rng=None):

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.support.proxy import ROOT
+from harness.proxy import ROOT
 
 DOCS = sorted((ROOT / "docs").glob("*.rst"))
 README = (ROOT / "README.rst").read_text()

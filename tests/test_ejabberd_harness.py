@@ -1,5 +1,5 @@
 """
-The integration-test harness against a real ejabberd (tests/support/ejabberd.py):
+The integration-test harness against a real ejabberd (harness/ejabberd.py):
 a single node, a node with registered accounts, a two-node cluster, and
 the proxy (the installed `twistd client-proxy`) in front of each.
 
@@ -16,10 +16,11 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import COMPONENT
-from tests.support.ejabberd import Ejabberd, EjabberdCluster, ejabberd_available
-from tests.support.proxy import client_proxy
-from tests.support.xmpp import NS_ROSTER, Client, Responder, error_condition, tag
+from harness.ejabberd import Ejabberd, EjabberdCluster, ejabberd_available
+from harness.ports import listening
+from harness.proxy import client_proxy
+from harness.xmpp import NS_ROSTER, Client, Responder, error_condition, tag
+from tests.conftest import COMPONENT, asking, online
 
 if not ejabberd_available():
     if os.environ.get("CI"):
@@ -145,9 +146,9 @@ def test_proxied_answer(ejabberd: Ejabberd, connect, proxies) -> None:
     """
     target = "service0@example.org"
     proxy = proxies(ejabberd, target)
-    proxy.wait_for_log("Asking %s for a presence subscription" % target)
+    asking(proxy, target)
     service = connect(ejabberd.c2s_port, "service0", "a", Responder)
-    proxy.wait_for_log("Resource online: " + service.jid)
+    online(proxy, service.jid)
     requester = connect(ejabberd.c2s_port, "user", "abc")
 
     answer = requester.iq(COMPONENT)
@@ -159,12 +160,20 @@ def test_proxied_answer(ejabberd: Ejabberd, connect, proxies) -> None:
     assert request.get("from") == COMPONENT + "/" + requester.jid
 
 
-def test_internal_accounts_survive_a_restart() -> None:
+def test_internal_accounts_survive_a_restart(taking) -> None:
     """
     With C{auth="internal"} only registered accounts log in; Mnesia is on
-    disc, so accounts and rosters survive a restart (on the same ports).
+    disc, so accounts and rosters survive a restart, on the same ports.
+    Those are chosen at the first start: another program listens on the
+    component port chosen first, before ejabberd binds it (ejabberd exits,
+    eaddrinuse), and ejabberd starts again on other ports, its own.
     """
+    taken = taking(2)  # epmd's port, c2s, then the component port
     with Ejabberd(auth="internal") as server:
+        assert "eaddrinuse" in server.console_output(), "the first try failed"
+        ports = server.ports()
+        assert taken not in ports
+        assert all(listening(server.process.pid, port) for port in ports)
         server.register("frank", "secret")
         server.register("grace", "secret")
         with pytest.raises(AssertionError, match="authentication failed"):
@@ -179,6 +188,7 @@ def test_internal_accounts_survive_a_restart() -> None:
         grace.kill()
 
         server.restart()
+        assert server.ports() == ports
         frank = Client(server.c2s_port, "frank", "y", password="secret").connect()
         assert roster(frank) == {"grace@example.org": "to"}
         frank.kill()
@@ -313,7 +323,7 @@ def test_cluster_proxy_on_the_other_node(cluster: EjabberdCluster, connect, prox
     one, two = cluster.nodes
     service = connect(one.c2s_port, "service1", "a", Responder)
     proxy = proxies(two, "service1@example.org")
-    proxy.wait_for_log("Resource online: " + service.jid)
+    online(proxy, service.jid)
     requester = connect(one.c2s_port, "user", "cluster")
     answer = answered(requester, COMPONENT)
     assert answer.get("type") == "result"

@@ -11,8 +11,8 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 from tests.conftest import COMPONENT, online, user
-from tests.support.proxy import ROOT, ProxyProcess
-from tests.support.xmpp import Responder, error_condition, error_type, tag
+from harness.proxy import ROOT, ProxyProcess
+from harness.xmpp import Responder, error_condition, error_type, tag
 from tests.test_reliability import wait_until
 
 EXAMPLE = ROOT / "examples" / "embedding.py"
@@ -20,21 +20,12 @@ EXAMPLE = ROOT / "examples" / "embedding.py"
 
 class ScriptProcess(ProxyProcess):
     """
-    C{python examples/embedding.py}, which logs to its standard output: that
-    goes to the log file, as twistd's log does.
+    C{python examples/embedding.py}, which logs to its standard output (the
+    process's L{output}); C{harness_events} sees its log events as well.
     """
 
-    def start(self) -> "ScriptProcess":
-        self.logfile.write_text("")
-        self.process = subprocess.Popen(
-            ["sh", "-c", 'exec "$@" >"$EXAMPLE_LOG" 2>&1', "sh", sys.executable, str(EXAMPLE)],
-            cwd=self.workdir,
-            env=dict(self.env, EXAMPLE_LOG=str(self.logfile)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "harness_events", str(EXAMPLE)]
 
 
 def example(prosody, target: str, how: str) -> ProxyProcess:

@@ -12,9 +12,9 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 from tests.conftest import COMPONENT, online, user
-from tests.support import processes
-from tests.support.proxy import ROOT
-from tests.support.xmpp import Responder, bare, tag
+from harness import processes
+from harness.proxy import ROOT
+from harness.xmpp import Responder, bare, tag
 
 FLEET = 20
 

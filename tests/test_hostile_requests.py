@@ -6,9 +6,10 @@ real client connections stand for everyone else.
 
 from xml.sax.saxutils import quoteattr
 
+from harness.proxy import Logged
+from harness.xmpp import Responder, error_condition, error_type, tag
 from tests.conftest import COMPONENT, online, user
 from tests.support.hostile import HostileComponent
-from tests.support.xmpp import Responder, error_condition, error_type, tag
 
 FLOOD = 5000
 
@@ -48,7 +49,7 @@ def test_a_flood_from_one_domain_leaves_the_others_served(prosody, target, clien
     # A domain's share: a quarter of 400.
     p = proxy(target, "--max-in-flight", "400")
     online(p, service.jid)
-    lines = p.log().count("\n")
+    events = len(p.events())
     with HostileComponent.of(prosody) as evil:
         flood(evil)
         refused = errors(evil, FLOOD - 100)
@@ -57,8 +58,13 @@ def test_a_flood_from_one_domain_leaves_the_others_served(prosody, target, clien
         }
         assert [served(clients("legit%d" % i, "r"), "q%d" % i) for i in range(3)] == [True] * 3
         assert len([r for r in service.requests if "@evil." in r.get("from")]) == 100
-        assert p.log().count("\n") - lines < 5, "no line per refused request:\n" + p.log()
+        assert len(p.events()) - events < 5, "no event per refused request:\n" + p.log()
         p.stop()
+    summary = Logged(
+        event="summary", action="refused", noun="requests", count=4900, senders=1000,
+        capped="+", domain="evil.example.org",
+    )
+    assert len([e for e in p.events() if summary(e)]) == 1, p.log()
     assert "refused 4,900 requests from 1000+ JIDs of evil.example.org" in p.log()
 
 

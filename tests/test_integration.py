@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from tests.conftest import COMPONENT, online, user
-from tests.support.proxy import ROOT, ProxyProcess, run_twistd
-from tests.support.xmpp import Responder, error_condition, error_type
+from harness.proxy import ROOT, Logged, ProxyProcess, run_twistd
+from harness.xmpp import Responder, error_condition, error_type
+from tests.conftest import COMPONENT, asking, offline, online, user
 
 def test_the_seed_exchange(prosody, target, clients, proxy):
     """
@@ -58,7 +58,7 @@ def test_two_resources_share_requests(prosody, target, clients, proxy):
 
 def test_no_resource_online(prosody, target, clients, proxy):
     p = proxy(target)
-    p.wait_for_log("Asking %s for a presence subscription" % target)
+    asking(p, target)
     requester = clients("user", "lonely")
     started = time.monotonic()
     answer = requester.iq(COMPONENT, type="set")
@@ -74,7 +74,7 @@ def test_subscription_approved_after_the_proxy_started(prosody, target, clients,
     learns the resource.
     """
     p = proxy(target)
-    p.wait_for_log("Asking %s for a presence subscription" % target)
+    asking(p, target)
     service = clients(user(target), "late", Responder)
     online(p, service.jid)
     assert clients("user", "x").iq(COMPONENT).get("type") == "result"
@@ -127,7 +127,7 @@ def test_resource_going_offline_is_forgotten(prosody, target, clients, proxy):
     online(p, a.jid)
     online(p, b.jid)
     a.kill()
-    p.wait_for_log("Resource offline: " + a.jid)
+    offline(p, a.jid)
     requester = clients("user", "after")
     for _ in range(10):
         assert requester.iq(COMPONENT).find("{urn:test}served").get("by") == "b"
@@ -135,9 +135,11 @@ def test_resource_going_offline_is_forgotten(prosody, target, clients, proxy):
 
 def test_wrong_secret_is_an_authentication_failure(prosody, target, proxy):
     p = proxy(target, secret="not-the-secret")
-    p.wait_for_log("Authentication failed")
+    p.wait_for_log_event(
+        Logged(reason="secret refused", jid=COMPONENT)
+    )
     assert p.process.poll() is None, "it keeps trying"
-    assert "not-the-secret" not in p.log()
+    assert "not-the-secret" not in p.eventlog.path.read_text(), "in no event, field or message"
 
 
 def test_proxy_tac_from_the_environment(prosody, target, clients, tmp_path):

@@ -8,6 +8,8 @@ from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
 
 from client_proxy.access import AccessPolicy
+from client_proxy.features import fleetDispatch
+from client_proxy.inflight import RequestTable
 from client_proxy.messages import MessageRouter
 from client_proxy.presence import Resources
 from client_proxy.routing import Routing
@@ -77,6 +79,24 @@ def test_no_resource_online(setup):
     assert "service-unavailable" in answer.toXml()
     stub.send(message(USER, COMPONENT, "error"))
     assert stub.output == [], "errors are never answered"
+
+
+def test_a_draining_resource_gets_no_message():
+    stub = XmlStreamStub()
+    resources = Resources()
+    strategy, _ = fleetDispatch(resources, RequestTable(30, 10, 10), "round-robin")
+    handler = MessageRouter(Routing(COMPONENT, TARGET, resources, strategy, clock=Clock()))
+    handler.makeConnection(stub.xmlstream)
+    stub.xmlstream.send = lambda data: stub.output.append(parse(data))
+    handler.connectionInitialized()
+    resources.available(TARGET + "/a", show="xa")
+    stub.send(message(USER, COMPONENT, "chat"))
+    answer = stub.output.pop()
+    assert answer["type"] == "error" and "service-unavailable" in answer.toXml()
+    resources.available(TARGET + "/b")
+    for _ in range(3):
+        stub.send(message(USER, COMPONENT, "chat"))
+        assert stub.output.pop()["to"] == TARGET + "/b"
 
 
 def test_target_to_a_user(setup):

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 import twisted
 from twisted.internet import reactor
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
@@ -46,7 +47,7 @@ from client_proxy.routing import Routing
 from client_proxy.router import IQRouter
 from client_proxy.tap import Options, StartFailed, makeProcessService
 from client_proxy.service import makeMetricsService, makeProxiesService
-from tests.support.prosody import free_port
+from harness.ports import PortTaken, on_free_ports
 from tests.test_router import (
     COMPONENT,
     R1,
@@ -367,12 +368,17 @@ def served():
     """Serve a registry on a free loopback port; stopped after the test."""
     services = []
 
-    def serve(registry):
-        port = free_port()
+    def listen(registry, port):
         service = makeMetricsService("tcp:%d:interface=127.0.0.1" % (port,), registry)
-        service.startService()
+        try:
+            service.startService()
+        except (CannotListenError, ConfigError) as e:
+            raise PortTaken(e)  # since on_free_ports found it free: another one
         services.append(service)
         return "http://127.0.0.1:%d" % (port,)
+
+    def serve(registry):
+        return on_free_ports(lambda port: listen(registry, port), 1)
 
     yield serve
     for service in services:

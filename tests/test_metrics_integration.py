@@ -13,10 +13,11 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.ports import free_port
+from harness.prosody import Prosody
+from harness.proxy import ROOT, TWISTD, ProxyProcess, client_proxy, run_twistd
+from harness.xmpp import Responder, error_condition
 from tests.conftest import COMPONENT, online, user
-from tests.support.prosody import Prosody, free_port
-from tests.support.proxy import ROOT, TWISTD, ProxyProcess, client_proxy, run_twistd
-from tests.support.xmpp import Responder, error_condition
 
 
 def scrape(port):
@@ -50,6 +51,11 @@ class Metrics:
         samples = scrape(self.port) or {}
         return samples.get((name, frozenset(labels.items())))
 
+    def total(self, name):
+        """The sum of the samples of C{name}, whatever their labels."""
+        samples = scrape(self.port) or {}
+        return sum(value for (sample, _), value in samples.items() if sample == name)
+
     def wait_for(self, name, expected, timeout=10.0, **labels):
         """Wait until metric C{name} is C{expected} (or C{expected(value)})."""
         check = expected if callable(expected) else (lambda v: v == expected)
@@ -66,9 +72,9 @@ class Metrics:
 
 
 def start(proxy, target):
-    port = free_port()
-    p = proxy(target, "--metrics", "tcp:%d:interface=127.0.0.1" % (port,))
-    metrics = Metrics(port)
+    """A proxy serving its metrics on a port the system chooses."""
+    p = proxy(target, "--metrics", "tcp:0:interface=127.0.0.1")
+    metrics = Metrics(p.listening_port("Site"))
     metrics.wait_for("client_proxy_connected", 1)
     return p, metrics
 
@@ -139,22 +145,21 @@ def test_only_metrics_is_served(prosody, target, proxy):
 
 def test_metrics_from_the_config_file(prosody, target, clients, tmp_path):
     """C{metrics} at the top level of the file; proxy.tac with the file."""
-    port = free_port()
     component, secret = next(iter(prosody.components.items()))
     path = tmp_path / "proxy.toml"
     path.write_text(
-        'metrics = "tcp:%d:interface=127.0.0.1"\n'
+        'metrics = "tcp:0:interface=127.0.0.1"\n'
         'endpoint = "tcp:host=127.0.0.1:port=%d"\n'
         "[[proxy]]\n"
         'jid = "%s"\n'
         'target = "%s"\n'
-        'secret = "%s"\n' % (port, prosody.component_port, component, target, secret)
+        'secret = "%s"\n' % (prosody.component_port, component, target, secret)
     )
     process = ProxyProcess(
         ["-y", str(ROOT / "proxy.tac")], env={"CLIENT_PROXY_CONFIG": str(path)}, workdir=tmp_path
     )
     with process:
-        metrics = Metrics(port)
+        metrics = Metrics(process.listening_port("Site"))
         metrics.wait_for("client_proxy_connected", 1)
         service = clients(user(target), "a", Responder)
         online(process, service.jid)

@@ -13,7 +13,7 @@ import tarfile
 import pytest
 
 import client_proxy
-from tests.support.proxy import ROOT, run_twistd
+from harness.proxy import ROOT, run_twistd
 
 
 def test_one_version():

@@ -4,15 +4,14 @@ addresses it translates, and its presence subscription, use that JID, so
 answers come back to it.
 """
 
-import time
 from xml.sax.saxutils import quoteattr
 
 import pytest
 
-from tests.conftest import COMPONENT, online
-from tests.support.prosody import Prosody
-from tests.support.proxy import client_proxy
-from tests.support.xmpp import Client, Responder, error_condition, tag
+from harness.prosody import Prosody
+from harness.proxy import client_proxy
+from harness.xmpp import Client, Responder, error_condition, tag
+from tests.conftest import COMPONENT, authenticated, online
 
 NODE = "node1." + COMPONENT
 
@@ -27,8 +26,8 @@ def test_requests_and_answers_through_the_instance_jid(server):
     service = Responder(server.c2s_port, "pool", "a").connect()
     p = client_proxy(server, "pool@example.org", "--instance-jid", NODE).start()
     try:
-        p.wait_for_log("Authenticated as " + COMPONENT)
-        p.wait_for_log("Authenticated as " + NODE)
+        authenticated(p, COMPONENT)
+        authenticated(p, NODE)
         online(p, service.jid)
         assert service.subscribe_requests[0].get("from") == NODE
         requester = Client(server.c2s_port, "user", "pool").connect()
@@ -64,9 +63,7 @@ def test_sigterm_answers_requests_in_flight_through_the_shared_jid(server):
         requester = Client(server.c2s_port, "user", "pool2").connect()
         requester.send("<iq type='get' id='held' to=%s><q xmlns='urn:test'/></iq>"
                        % quoteattr(COMPONENT))
-        deadline = time.monotonic() + 5
-        while not service.requests and time.monotonic() < deadline:
-            time.sleep(0.02)
+        service.wait_for_requests(1)
         p.stop()
         answer = requester.wait_for(lambda s: s.get("id") == "held")
         assert (answer.get("from"), error_condition(answer)) == (COMPONENT, "recipient-unavailable")
@@ -77,7 +74,7 @@ def test_sigterm_answers_requests_in_flight_through_the_shared_jid(server):
 
 
 def test_instance_jid_must_differ():
-    from tests.support.proxy import run_twistd
+    from harness.proxy import run_twistd
 
     code, output = run_twistd(["client-proxy", "--jid", COMPONENT, "--target", "s@example.org",
                                "--secret", "x", "--instance-jid", COMPONENT])

@@ -13,6 +13,7 @@ from twisted.words.xish import domish
 from wokkel.test.helpers import XmlStreamStub
 from zope.interface import implementer
 
+from client_proxy.caps import Caps
 from client_proxy.fastpath import FastXmlStream
 from client_proxy.presence import IResourceIndex, Resources, TargetPresenceHandler
 
@@ -264,6 +265,10 @@ _children = st.lists(
             "<p:priority xmlns:p='urn:p'>%s</p:priority>",
             "<priority>%s<!-- c --></priority>",
             "<priority><![CDATA[%s]]></priority>",
+            "<show>%s</show>",
+            "<show xmlns='urn:x'>away</show>",
+            "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='%s'/>",
+            "<c xmlns='http://jabber.org/protocol/caps' node='n' ver='%s'/>",
             " ",
         ]
     ),
@@ -274,14 +279,14 @@ _children = st.lists(
 @given(_children, st.sampled_from(["3", " -7 ", "x", "", "12&#x33;"]), st.booleans())
 def test_bytes_and_elements_say_the_same(children, text, clientNamespace):
     """
-    The fast path reads a presence's priority as the element path does:
-    the first C{<priority/>} child in the stanza's namespace, whatever the
-    other children, the stanza's namespace, or how the text is written.
+    The fast path reads a presence's priority, show and caps as the
+    element path does, whatever the other children, the stanza's
+    namespace, or how the text is written.
     """
     declaration = " xmlns='jabber:client'" if clientNamespace else ""
     inner = "".join(child.replace("%s", text) for child in children)
     stanza = "<presence%s from='%s/a'>%s</presence>" % (declaration, TARGET, inner)
-    priorities = []
+    read = []
     for stub in (XmlStreamStub(), FastStreamStub()):
         resources = Resources()
         handler = TargetPresenceHandler(JID(COMPONENT), JID(TARGET), resources, Clock())
@@ -293,8 +298,11 @@ def test_bytes_and_elements_say_the_same(children, text, clientNamespace):
             assert stub.dispatched == []
         else:
             stub.send(parseStanza(stanza))
-        priorities.append(resources.priority(TARGET + "/a"))
-    assert priorities[0] == priorities[1]
+        resource = TARGET + "/a"
+        read.append(
+            (resources.priority(resource), resources.show(resource), resources.caps(resource))
+        )
+    assert read[0] == read[1]
 
 
 def parseStanza(text):
@@ -308,6 +316,28 @@ def parseStanza(text):
     stream.DocumentEndEvent = lambda: None
     stream.parse(b"<s xmlns='jabber:component:accept'>" + text.encode("utf-8"))
     return stanzas[0]
+
+
+def test_show_and_caps(setup):
+    """
+    The show (RFC 6121, 4.7.2.1) and the entity capabilities (XEP-0115) of
+    each resource are read from its presence; caps without a hash (the
+    legacy format) count as none.
+    """
+    stub, resources, recorder, handler = setup
+    element = presence(TARGET + "/a")
+    element.addElement("show", content=" xa ")
+    c = element.addElement(("http://jabber.org/protocol/caps", "c"))
+    c["hash"], c["node"], c["ver"] = "sha-1", "https://example.org/w", "abc="
+    stub.send(element)
+    assert resources.show(TARGET + "/a") == "xa"
+    assert resources.caps(TARGET + "/a") == Caps("sha-1", "https://example.org/w", "abc=")
+    del c["hash"]
+    stub.send(element)
+    assert resources.caps(TARGET + "/a") is None
+    stub.send(presence(TARGET + "/a"))
+    assert resources.show(TARGET + "/a") is None
+    assert recorder.events == [("online", TARGET + "/a")]
 
 
 def test_repeated_presence_changes_nothing(setup):

@@ -10,9 +10,9 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 from tests.support.events import matching, wait_for_event
-from tests.support.prosody import Prosody, prosody_available
-from tests.support.proxy import ROOT, ProxyProcess
-from tests.support.xmpp import Client, Responder, error_condition, error_type
+from harness.prosody import Prosody, prosody_available
+from harness.proxy import ROOT, ProxyProcess
+from harness.xmpp import Client, Responder, error_condition, error_type
 
 FIRST, SECOND, THIRD = "proxy.example.org", "proxy2.example.org", "proxy3.example.org"
 TARGETS = {FIRST: "reload-a", SECOND: "reload-b", THIRD: "reload-c"}

@@ -14,11 +14,11 @@ import time
 
 import pytest
 
+from harness.prosody import Prosody, prosody_available
+from harness.proxy import client_proxy
+from harness.xmpp import Client, Responder
 from tests.conftest import COMPONENT, online, user
 from tests.support.events import matching, wait_for_event
-from tests.support.prosody import Prosody, prosody_available
-from tests.support.proxy import client_proxy
-from tests.support.xmpp import Client, Responder
 
 NODE1, NODE2 = "node1." + COMPONENT, "node2." + COMPONENT
 NS_PING = "urn:xmpp:ping"

@@ -6,8 +6,8 @@ component stream past 512 KiB.
 
 from xml.sax.saxutils import quoteattr
 
+from harness.xmpp import Responder, error_condition, error_type
 from tests.conftest import COMPONENT, online, user
-from tests.support.xmpp import Responder, error_condition, error_type
 from tests.test_reliability import wait_until
 
 #: 200,000 quotes: under the 256 KiB a client stream takes, but 1.2 MB

@@ -7,8 +7,8 @@ import time
 from collections import Counter
 from xml.sax.saxutils import quoteattr
 
+from harness.xmpp import Responder, tag
 from tests.conftest import COMPONENT, online, user
-from tests.support.xmpp import Responder, tag
 
 
 def served_by(answer):

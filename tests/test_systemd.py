@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from client_proxy.systemd import notify
-from tests.support.proxy import client_proxy
+from harness.proxy import client_proxy
 
 
 @pytest.fixture

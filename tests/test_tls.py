@@ -15,11 +15,11 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import COMPONENT
-from tests.support.ejabberd import Ejabberd, ejabberd_available
+from harness.ejabberd import Ejabberd, ejabberd_available
 from tests.support.events import wait_for_event
-from tests.support.proxy import ProxyProcess
+from harness.proxy import ProxyProcess
 from tests.support.tls import Certificates, make_certificates
-from tests.support.xmpp import Client, Responder
+from harness.xmpp import Client, Responder
 
 if not ejabberd_available():
     if os.environ.get("CI"):

@@ -5,8 +5,8 @@ and messages both ways.
 
 from xml.sax.saxutils import quoteattr
 
-from tests.conftest import COMPONENT, online, user
-from tests.support.xmpp import Responder, error_condition, tag
+from harness.xmpp import Responder, error_condition, tag
+from tests.conftest import COMPONENT, asking, online, user
 
 
 def test_request_from_the_implementing_client(prosody, target, clients, proxy):
@@ -65,7 +65,7 @@ def test_messages_both_ways(prosody, target, clients, proxy):
 
 def test_message_with_no_resource_online(prosody, target, clients, proxy):
     p = proxy(target)
-    p.wait_for_log("Asking %s for a presence subscription" % target)
+    asking(p, target)
     someone = clients("someone", "alone")
     someone.send("<message to=%s id='m1'><body>anyone?</body></message>" % quoteattr(COMPONENT))
     answer = someone.wait_for(lambda s: s.get("id") == "m1")

@@ -1,28 +1,26 @@
 """
-The log of a proxy run with C{--log-format json}, read as data: one JSON
-object a line (L{client_proxy.logs}).
+The log events of a proxy, read as data, as C{--log-format json} writes
+them (L{client_proxy.logs}): the fields C{level}, C{proxy}, C{event},
+C{reason}, C{text}... The harness has twistd keep every event
+(L{harness.proxy.ProxyProcess.events}); each is read here through the
+product's own JSON formatter.
 """
 
 import json
 import time
 from collections.abc import Callable
 
-from tests.support.proxy import ProxyProcess
+from client_proxy.logs import formatJSON
+from harness.proxy import ProxyProcess
 
 Event = dict[str, object]
 
 
 def events(process: ProxyProcess) -> list[Event]:
     """
-    The events logged so far (a line not yet complete is left out).
+    The events logged so far, as C{--log-format json} writes them.
     """
-    found = []
-    for line in process.log().splitlines():
-        try:
-            found.append(json.loads(line))
-        except ValueError:
-            continue
-    return found
+    return [json.loads(formatJSON(event)) for event in process.events()]
 
 
 def matching(process: ProxyProcess, **fields: object) -> list[Event]:

@@ -1,7 +1,7 @@
 """
 A hostile domain for integration tests: a raw component connection
 (XEP-0114) to the test Prosody as C{evil.example.org}
-(L{tests.support.prosody.Prosody.hostile}). A component may send from any
+(L{harness.prosody.Prosody.hostile}). A component may send from any
 JID of its own domain, so it forges as many users and resources as a test
 wants, and floods as fast as the socket takes the bytes::
 
@@ -26,7 +26,7 @@ from typing import cast
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape, quoteattr
 
-from tests.support.xmpp import NS_STREAMS, dump, tag
+from harness.xmpp import NS_STREAMS, dump, tag
 
 NS_COMPONENT = "jabber:component:accept"
 
@@ -58,7 +58,7 @@ class HostileComponent:
     @classmethod
     def of(cls, prosody) -> "HostileComponent":
         """
-        The hostile component of a L{tests.support.prosody.Prosody},
+        The hostile component of a L{harness.prosody.Prosody},
         connected.
         """
         domain, secret = prosody.hostile

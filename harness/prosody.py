@@ -6,20 +6,20 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.support import processes
+from harness import processes
+from harness.ports import PortTaken, listening, on_free_ports
 
 #: The user Prosody runs as: it refuses to run as root.
 PROSODY_USER = "prosody"
 
 CONFIG = """\
--- Written by tests/support/prosody.py
+-- Written by harness/prosody.py
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s_port} }}
 component_ports = {{ {component_port} }}
@@ -50,31 +50,11 @@ def prosody_available() -> bool:
     return shutil.which("prosody") is not None and not os.environ.get("TESTS_WITHOUT_SERVERS")
 
 
-def free_port() -> int:
-    """
-    A TCP port of 127.0.0.1 that is free right now.
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def lua_string(text: str) -> str:
     """
     C{text} as a Lua string literal.
     """
     return '"%s"' % (text.replace("\\", "\\\\").replace('"', '\\"'),)
-
-
-def accepts(port: int) -> bool:
-    """
-    Whether 127.0.0.1:C{port} accepts TCP connections.
-    """
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 class Prosody:
@@ -87,7 +67,7 @@ class Prosody:
         C{proxy.example.org}, with a random secret.
     @ivar hostile: the host and secret of one more component, always
         declared, C{evil.example.org}: a hostile domain whose users the
-        tests invent at will (L{tests.support.hostile}). It is not in
+        tests invent at will (C{tests/support/hostile.py}). It is not in
         L{components}, which are for proxies.
     """
 
@@ -98,8 +78,9 @@ class Prosody:
             components = {"proxy." + self.domain: secrets.token_hex(16)}
         self.components = components
         self.hostile = ("evil." + self.domain, secrets.token_hex(16))
-        self.c2s_port = free_port()
-        self.component_port = free_port()
+        #: Chosen at the first start, kept at the next ones.
+        self.c2s_port = 0
+        self.component_port = 0
         self.workdir = Path(tempfile.mkdtemp(prefix="prosody-"))
         self.config_file = self.workdir / "prosody.cfg.lua"
         self.logfile = self.workdir / "prosody.log"
@@ -130,17 +111,37 @@ class Prosody:
     def start(self, timeout: float = 10.0) -> None:
         """
         Start Prosody in the foreground (as the C{prosody} user when run as
-        root: it refuses to run as root), and wait until both ports accept
-        connections.
+        root: it refuses to run as root), and wait until it listens on both
+        its ports. The first time, on ports free at that moment, and on
+        others if a port is taken before Prosody binds it; after that, on
+        the same ports, which the proxies know.
 
-        @raise RuntimeError: Prosody exited or was not listening in time; the
-            message has its output and the end of its log.
+        @raise RuntimeError: Prosody exited, or was not listening in time;
+            the message has its output and the end of its log.
+        @raise PortTaken: a port was taken, every time (the first start), or
+            is taken (the next ones).
         """
         if os.environ.get("TESTS_WITHOUT_SERVERS"):
             import pytest
 
             pytest.skip("needs Prosody: TESTS_WITHOUT_SERVERS is set")
+        if self.c2s_port:
+            self._start(timeout)
+        else:
+            on_free_ports(lambda c2s, component: self._start(timeout, c2s, component), 2)
+
+    def _start(self, timeout: float, c2s_port: int = 0, component_port: int = 0) -> None:
+        """
+        Start Prosody on these ports (by default, its own), and wait until
+        it listens on them.
+
+        @raise PortTaken: Prosody found one taken (Prosody says so in its
+            log and goes on without it).
+        """
+        self.c2s_port = c2s_port or self.c2s_port
+        self.component_port = component_port or self.component_port
         self.write_config()
+        logged = processes.file_size(self.logfile)
         # Not `runuser`: on SIGTERM it sleeps 2 s before it exits.
         as_user = {}
         if os.geteuid() == 0:
@@ -153,8 +154,17 @@ class Prosody:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+        ports = (self.c2s_port, self.component_port)
         deadline = time.monotonic() + timeout
-        while not (accepts(self.c2s_port) and accepts(self.component_port)):
+        while not all(listening(self.process.pid, port) for port in ports):
+            taken = [
+                line for line in self.log(since=logged).splitlines()
+                if "Failed to open server port" in line and "in use" in line
+            ]
+            if taken:
+                self.stop()
+                self.process.stdout.close()
+                raise PortTaken("\n".join(taken))
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 output = self.process.stdout.read().decode(errors="replace")
@@ -162,7 +172,7 @@ class Prosody:
                     "Prosody did not start (exit code %s):\n%s\n--- log tail ---\n%s"
                     % (self.process.returncode, output, self.log()[-5000:])
                 )
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     def stop(self, timeout: float = 10.0) -> None:
         """
@@ -180,14 +190,29 @@ class Prosody:
         self.process.stdout.close()
         self.start()
 
-    def log(self) -> str:
+    def log(self, since: int = 0) -> str:
         """
-        The text of Prosody's debug log.
+        The text of Prosody's debug log, from byte C{since} on.
         """
-        try:
-            return self.logfile.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return processes.text_from(self.logfile, since)
+
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 10.0) -> None:
+        """
+        Wait until C{text} appears C{count} times in the log. Prosody's
+        debug log shows, among others, the stanzas it receives, and those
+        it has no handler for (what an external component sends the
+        server: C{"Unhandled component stanza: iq; xmlns=urn:xmpp:ping"}).
+
+        @raise AssertionError: not in time.
+        """
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "%r is in Prosody's log %d times, not %d:\n%s"
+                    % (text, self.log().count(text), count, self.log()[-5000:])
+                )
+            time.sleep(0.02)
 
     def __enter__(self) -> "Prosody":
         self.start()

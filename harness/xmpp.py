@@ -246,6 +246,14 @@ class Client:
                     return el
             raise AssertionError("%r: stream ended (%s); received:\n%s" % (self, self._closed, self._dump()))
 
+    def sync(self, timeout: float = 5.0) -> None:
+        """
+        A round trip with the server (an IQ to its domain; any answer will
+        do): every stanza the server sent this client before it answered
+        has been received, buffered or handled, when this returns.
+        """
+        self.iq(self.domain, "<ping xmlns='urn:xmpp:ping'/>", timeout=timeout)
+
     def received(self) -> list[Element]:
         """
         The buffered stanzas not taken by L{wait_for} yet.
@@ -349,7 +357,7 @@ class Responder(Client):
         self.answer = answer
         self.requests: list[Element] = []
         self.subscribe_requests: list[Element] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
 
     def handle(self, stanza: Element) -> bool:
         """
@@ -368,10 +376,24 @@ class Responder(Client):
                 return True
             with self._lock:
                 self.requests.append(stanza)
+                self._lock.notify_all()
             if self.answer:
                 self._answer(stanza)
             return True
         return super().handle(stanza)
+
+    def wait_for_requests(self, count: int = 1, timeout: float = 5.0) -> list[Element]:
+        """
+        Wait until L{requests} holds C{count} requests (or more); them all.
+
+        @raise AssertionError: fewer came in time.
+        """
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self.requests) >= count, timeout):
+                raise AssertionError(
+                    "%r: %d requests after %s s, not %d" % (self, len(self.requests), timeout, count)
+                )
+            return list(self.requests)
 
     def _answer(self, request: Element) -> None:
         """

@@ -52,9 +52,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.support import processes
-from tests.support.processes import descendant
-from tests.support.prosody import accepts, free_port
+from harness import processes
+from harness.ports import PortTaken, listening, on_free_ports
+from harness.processes import descendant
 
 #: The user ejabberd runs as when the harness runs as root.
 EJABBERD_USER = "ejabberd"
@@ -62,7 +62,7 @@ EJABBERDCTL = "ejabberdctl"
 EPMD = "/usr/bin/epmd"
 
 CONFIG = """\
-# Written by tests/support/ejabberd.py
+# Written by harness/ejabberd.py
 hosts:
   - "{domain}"
 loglevel: {loglevel}
@@ -103,7 +103,7 @@ OWN_LISTENER = """\
 #: The ctl config: replaces /etc/default/ejabberd, which names the system
 #: server's configuration.
 CTL_CONFIG = """\
-# Written by tests/support/ejabberd.py
+# Written by harness/ejabberd.py
 EJABBERD_CONFIG_PATH={config}
 ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -start_epmd false -setcookie {cookie} -kernel inet_dist_use_interface {{127,0,0,1}}"
 EJABBERD_BYPASS_WARNINGS=true
@@ -129,7 +129,7 @@ while True:
 def ejabberd_available() -> bool:
     """
     Whether C{ejabberdctl} and C{epmd} are installed, and servers are
-    wanted (see L{tests.support.prosody.prosody_available}).
+    wanted (see L{harness.prosody.prosody_available}).
     """
     return (
         shutil.which(EJABBERDCTL) is not None
@@ -168,12 +168,31 @@ class Epmd:
     """
 
     def __init__(self) -> None:
-        self.port = free_port()
+        #: Chosen at the first start, kept at the next ones.
+        self.port = 0
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> None:
+        """
+        Start epmd unless it runs, and wait until it listens on its port:
+        the first time, one free at that moment, or another if that one is
+        taken before epmd binds it.
+        """
         if self.process is not None and self.process.poll() is None:
             return
+        if self.port:
+            self._start(timeout, self.port)
+        else:
+            on_free_ports(lambda port: self._start(timeout, port), 1)
+
+    def _start(self, timeout: float, port: int) -> None:
+        """
+        Start epmd on C{port}, and wait until it listens there.
+
+        @raise PortTaken: it exited first, as it does, quietly, when the
+            port is taken.
+        """
+        self.port = port
         self.process = subprocess.Popen(
             [EPMD, "-port", str(self.port), "-address", "127.0.0.1"],
             **_as_user(),
@@ -183,10 +202,13 @@ class Epmd:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        while not accepts(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
+        while not listening(self.process.pid, self.port):
+            if self.process.poll() is not None:
+                raise PortTaken("epmd exited (code %s) before listening on port %d"
+                                % (self.process.returncode, self.port))
+            if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("epmd did not start on port %d (exit code %s)" % (self.port, self.process.returncode))
+                raise RuntimeError("epmd did not listen on port %d in time" % (self.port,))
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -249,11 +271,12 @@ class Ejabberd:
         self.epmd = epmd or Epmd()
         self.cookie = cookie or secrets.token_hex(16)
         self.node = "%s@localhost" % (name or "ejabberd-test-" + secrets.token_hex(4),)
-        self.c2s_port = free_port()
-        self.component_port = free_port()
+        #: Chosen at the first start, kept at the next ones.
+        self.c2s_port = 0
+        self.component_port = 0
         self.own_components = own_components or {}
         self.component_certfile = component_certfile
-        self.own_component_ports = {host: free_port() for host in self.own_components}
+        self.own_component_ports = {host: 0 for host in self.own_components}
         self.workdir = Path(tempfile.mkdtemp(prefix="ejabberd-"))
         self.config_file = self.workdir / "ejabberd.yml"
         self.ctl_config_file = self.workdir / "ejabberdctl.cfg"
@@ -349,14 +372,39 @@ class Ejabberd:
     def start(self, timeout: float = 30.0) -> None:
         """
         Start ejabberd in the foreground (its epmd first if it has its own),
-        and wait until both ports accept connections.
+        and wait until it listens on its ports. The first time, on ports
+        free at that moment, and on others if a port is taken before
+        ejabberd binds it; after that, on the same ports, which the
+        proxies know.
 
         @raise RuntimeError: ejabberd exited or was not listening in time;
             the message has its output and the end of its log.
+        @raise PortTaken: a port was taken, every time (the first start), or
+            is taken (the next ones).
         """
-        self.write_config()
         if self.own_epmd:
             self.epmd.start()
+        try:
+            if self.c2s_port:
+                self._start(timeout)
+            else:
+                on_free_ports(lambda *ports: self._start(timeout, *ports), len(self.ports()))
+        except BaseException:
+            if self.own_epmd:
+                self.epmd.stop()
+            raise
+
+    def _start(self, timeout: float, *ports: int) -> None:
+        """
+        Start ejabberd on C{ports} (c2s, component, then those of
+        L{own_components}; by default its own), and wait until it listens
+        on them.
+        """
+        if ports:
+            self.c2s_port, self.component_port, *own = ports
+            self.own_component_ports = dict(zip(self.own_components, own))
+        self.write_config()
+        logged, printed = processes.file_size(self.logfile), processes.file_size(self.console)
         with open(self.console, "ab") as console:
             self.process = subprocess.Popen(
                 self._command("foreground"),
@@ -368,18 +416,36 @@ class Ejabberd:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.wait_listening(timeout)
+        try:
+            self.wait_started(timeout, logged)
+        except RuntimeError:
+            if "eaddrinuse" in self.console_output(printed):
+                raise PortTaken("ejabberd %s: a port is taken (eaddrinuse)" % (self.node,))
+            raise
 
-    def wait_listening(self, timeout: float = 30.0) -> None:
+    def ports(self) -> list[int]:
         """
-        Wait until both ports accept connections.
+        Every port ejabberd listens on.
+        """
+        return [self.c2s_port, self.component_port, *self.own_component_ports.values()]
 
-        @raise RuntimeError: ejabberd exited, or was not listening in time.
+    def wait_started(self, timeout: float, since: int) -> None:
+        """
+        Wait until ejabberd says in its log, after byte C{since}, that it
+        has started (its modules loaded, its tables made: stopped while it
+        makes them, it takes some 13 s to stop), and listens on all its
+        L{ports}.
+
+        @raise RuntimeError: ejabberd exited, or had not started in time.
         """
         deadline = time.monotonic() + timeout
-        while not (accepts(self.c2s_port) and accepts(self.component_port)):
+        while not (
+            " is started in the node " in self.log(since)
+            and all(listening(self.process.pid, port) for port in self.ports())
+        ):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
+                self._terminate()
+                self._wait_stopped(15.0)
                 raise RuntimeError(
                     "ejabberd %s did not start (exit code %s):\n%s\n--- log tail ---\n%s"
                     % (self.node, self.process.returncode, self.console_output()[-5000:], self.log()[-5000:])
@@ -476,13 +542,9 @@ class Ejabberd:
         """
         if other.epmd.port != self.epmd.port or other.cookie != self.cookie:
             raise ValueError("%r and %r do not share an epmd and a cookie" % (self, other))
+        logged = processes.file_size(self.logfile)
         self.ctl("join_cluster", other.node, timeout=timeout)
-        deadline = time.monotonic() + timeout
-        while "is started" not in self.ctl("status", check=False):
-            if time.monotonic() > deadline:
-                raise RuntimeError("%r did not restart after join_cluster:\n%s" % (self, self.log()[-5000:]))
-            time.sleep(0.1)
-        self.wait_listening(max(1.0, deadline - time.monotonic()))
+        self.wait_started(timeout, logged)
 
     def cluster_nodes(self) -> list[str]:
         """
@@ -492,23 +554,17 @@ class Ejabberd:
 
     # Logs
 
-    def log(self) -> str:
+    def log(self, since: int = 0) -> str:
         """
-        The text of ejabberd's log.
+        The text of ejabberd's log, from byte C{since} on.
         """
-        try:
-            return self.logfile.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return processes.text_from(self.logfile, since)
 
-    def console_output(self) -> str:
+    def console_output(self, since: int = 0) -> str:
         """
-        What C{ejabberdctl foreground} printed.
+        What C{ejabberdctl foreground} printed, from byte C{since} on.
         """
-        try:
-            return self.console.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return processes.text_from(self.console, since)
 
     def remove(self) -> None:
         """
