@@ -91,11 +91,23 @@ def encode(component: str, requester: str) -> str:
     """
     Translate C{requester} into an address at C{component}.
 
+    A requester written in printable ASCII, short enough, is carried
+    without asking stringprep: resourceprep (RFC 3920, appendix B) maps,
+    prohibits and checks the direction of characters outside ASCII only,
+    but for the control characters, which printable ASCII has none of. So
+    the cost does not grow once more requesters ask than the cache of
+    L{_check_encodable} holds.
+
     @param component: the component's bare JID, e.g. C{proxy.example.org}.
     @param requester: the full JID of the entity that sent the request.
     @raise JATError: when C{requester} cannot be carried in a resource.
     """
-    _check_encodable(requester)
+    if not (
+        requester.isascii()
+        and requester.isprintable()
+        and 0 < len(requester) <= MAX_RESOURCE_BYTES
+    ):
+        _check_encodable(requester)
     return component + "/" + requester
 
 

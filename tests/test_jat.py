@@ -3,6 +3,9 @@ Jabber Address Translation: encoding and decoding requester addresses.
 """
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.words.protocols.jabber.xmpp_stringprep import resourceprep
 
 from client_proxy import jat
 
@@ -61,6 +64,25 @@ def test_bidi_rule_breaks_the_encoding():
     """
     with pytest.raises(jat.JATError, match="not a valid resource"):
         jat.encode(COMPONENT, "user@example.org/שלום")
+
+
+@given(st.text(st.characters(max_codepoint=127), max_size=40))
+def test_ascii_is_carried_exactly_when_resourceprep_takes_it(requester):
+    """
+    A requester in ASCII, which skips stringprep when it is printable, is
+    carried exactly when resourceprep accepts it (and it is not empty).
+    """
+    try:
+        resourceprep.prepare(requester)
+        valid = requester != ""
+    except Exception:
+        valid = False
+    try:
+        jat.encode(COMPONENT, requester)
+        carried = True
+    except jat.JATError:
+        carried = False
+    assert carried == valid
 
 
 def test_no_sender():
