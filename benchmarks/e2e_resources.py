@@ -11,6 +11,8 @@ iq_throughput.py) pipelines IQ gets:
 
   direct    to the resources of each target in turn: how much the server
             itself slows down with R resources (and the fleet's own cost);
+            then to the R resources chosen at random, as the random
+            strategy spreads them;
   proxied   to proxy.example.org, the component started for each target
             and each strategy in turn.
 
@@ -29,6 +31,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -100,6 +103,10 @@ def main(argv=None) -> int:
         try:
             for target in (SMALL, LARGE):
                 run("direct %d" % len(jids[target]), jids[target], {})
+            # The same resources chosen at random, as the random strategy
+            # does: how a server's cost depends on the spread, too.
+            chosen = random.Random(1).choices(jids[LARGE], k=args.count + args.warmup)
+            run("direct %d at random" % len(jids[LARGE]), chosen, {})
             for strategy in args.strategies.split(","):
                 for target in (SMALL, LARGE):
                     proxy = client_proxy(
@@ -134,7 +141,10 @@ def main(argv=None) -> int:
     large = args.resources
     drop = phases["direct %d" % large]["throughput_iq_s"] / phases["direct 2"]["throughput_iq_s"]
     series = {}
-    print("direct %d / direct 2: %.2f (the server's own drop)" % (large, drop))
+    randomDrop = (
+        phases["direct %d at random" % large]["throughput_iq_s"] / phases["direct 2"]["throughput_iq_s"]
+    )
+    print("direct %d / direct 2: %.2f (the server's own drop); at random: %.2f" % (large, drop, randomDrop))
     for strategy in args.strategies.split(","):
         two = phases["%s 2" % strategy]["throughput_iq_s"]
         many = phases["%s %d" % (strategy, large)]["throughput_iq_s"]
@@ -154,6 +164,7 @@ def main(argv=None) -> int:
             "command": "benchmarks/e2e_resources.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": {"cores": os.cpu_count(), "build": build_info(), "load_average": os.getloadavg()},
             "server_drop": drop,
+            "server_drop_at_random": randomDrop,
             "phases": phases,
             "axes": {"resources": {"x": "online resources of the target", "series": series}},
         }
