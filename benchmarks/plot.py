@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LABELS = {
     "cpu_us_per_iq": "component CPU per IQ (us)",
+    "cpu_us_per_presence": "component CPU per presence stanza (us)",
     "bytes_per_proxy": "memory allocated per proxy (bytes)",
     "throughput_iq_s": "throughput (IQ/s)",
     "ratio_to_two": "throughput against 2 resources, same run",

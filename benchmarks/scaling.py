@@ -19,6 +19,8 @@ C{--repeat} runs of C{--count} IQs.
                while others are answered
   proxies      P proxies in one process (1 to 100), IQs to each in turn;
                the memory each proxy allocates is shown too (tracemalloc)
+  presence     the CPU per presence stanza of the target (not per IQ) as a
+               fleet's storm brings it, with R resources (2 to 10,000)
 
   .venv/bin/python benchmarks/scaling.py
   .venv/bin/python benchmarks/scaling.py --axes requesters,inflight \\
@@ -50,12 +52,13 @@ from twisted.internet.abstract import FileDescriptor  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import MemoryReactor  # noqa: E402
 from twisted.words.protocols.jabber import xmlstream  # noqa: E402
+from twisted.words.protocols.jabber.jid import JID  # noqa: E402
 
 from _loadgen import commit  # noqa: E402
 from client_proxy.dispatch import STRATEGIES  # noqa: E402
 from client_proxy.fastpath import FastXmlStream  # noqa: E402
 from client_proxy.inflight import RequestTable  # noqa: E402
-from client_proxy.presence import Resources  # noqa: E402
+from client_proxy.presence import Resources, TargetPresenceHandler  # noqa: E402
 from client_proxy.router import IQRouter  # noqa: E402
 from client_proxy.routing import Routing  # noqa: E402
 
@@ -225,8 +228,8 @@ def axisProxies(args) -> dict:
     return {"x": "proxies in one process", "series": {"random": points}}
 
 
-def report(axis: str, series: str, x: int, cpu: float, extra: str = "") -> None:
-    print("%-10s %-13s %7d  %6.1f us/IQ  %s" % (axis, series, x, cpu, extra), flush=True)
+def report(axis: str, series: str, x: int, cpu: float, extra: str = "", per: str = "IQ") -> None:
+    print("%-10s %-13s %7d  %6.1f us/%s  %s" % (axis, series, x, cpu, per, extra), flush=True)
 
 
 def machine() -> dict:
@@ -247,11 +250,49 @@ def machine() -> dict:
     }
 
 
+def axisPresence(args) -> dict:
+    """
+    The target's available presence as a fleet's storm brings it: every
+    resource's, again and again, with its delay stamp.
+    """
+    points = []
+    for resources in args.resources:
+        proxy = Proxy("proxy.example.org", 0)
+        handler = TargetPresenceHandler(
+            JID(proxy.component), JID(TARGET), proxy.resources, proxy.clock
+        )
+        handler.parent = proxy.xs  # what its subscription request is sent on
+        handler.makeConnection(proxy.xs)
+        handler.connectionInitialized()
+        storm = b"".join(
+            b"<presence to='%s' xml:lang='en' from='%s/w%d'><delay stamp='2026-11-28T19:01:22Z'"
+            b" from='example.org' xmlns='urn:xmpp:delay'/></presence>"
+            % (proxy.component.encode(), TARGET.encode(), n)
+            for n in range(resources)
+        )
+        reads = [storm[i : i + 65536] for i in range(0, len(storm), 65536)]
+        runs = []
+        for run in range(args.repeat + 1):
+            started = time.thread_time_ns()
+            for _ in range(max(1, args.count * 10 // resources)):
+                for data in reads:
+                    proxy.xs.dataReceived(data)
+            spent = time.thread_time_ns() - started
+            if run:  # the first is the warm-up, which learns the resources
+                runs.append(spent / (max(1, args.count * 10 // resources) * resources) / 1000)
+        assert len(proxy.resources) == resources
+        cpu = statistics.median(runs)
+        points.append({"x": resources, "cpu_us_per_presence": cpu})
+        report("presence", "storm", resources, cpu, per="presence")
+    return {"x": "online resources (each presence again and again)", "series": {"storm": points}}
+
+
 AXES = {
     "resources": axisResources,
     "requesters": axisRequesters,
     "inflight": axisInflight,
     "proxies": axisProxies,
+    "presence": axisPresence,
 }
 
 
