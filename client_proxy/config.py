@@ -39,7 +39,9 @@ from twisted.words.protocols.jabber.jid import InvalidFormat, JID
 
 from client_proxy.store import IN_MEMORY
 from client_proxy.dispatch import STRATEGIES
+from client_proxy.inflight import DEFAULT_MAX_RETAINED_BYTES
 from client_proxy.logs import LOG_FORMATS
+from client_proxy.routing import DEFAULT_MAX_STANZA_SIZE
 
 DEFAULT_ENDPOINT = "tcp:host=127.0.0.1:port=5347"
 
@@ -556,7 +558,9 @@ SETTINGS: tuple[Setting, ...] = (
         "maxRetainedBytes", PROXY, _positive(int), "the limit of bytes retained",
         "Bytes of requests kept in memory for a retry, all requests "
         "together; past it, new get requests are refused.",
-        default=64 * 1024 * 1024, defaultText="67108864 (64 MiB)", types=INTEGER,
+        default=DEFAULT_MAX_RETAINED_BYTES,
+        defaultText="%d (%d MiB)" % (DEFAULT_MAX_RETAINED_BYTES, DEFAULT_MAX_RETAINED_BYTES >> 20),
+        types=INTEGER,
     ),
     Setting(
         "maxStanzaSize", PROXY, _positive(int, minimum=4096), "the largest stanza",
@@ -566,7 +570,9 @@ SETTINGS: tuple[Setting, ...] = (
         "default), ejabberd's max_stanza_size on the ejabberd_service "
         "listener (infinity by default in 23.01); for others, see your "
         "server's limit.",
-        default=480 * 1024, defaultText="491520 (480 KiB)", types=INTEGER,
+        default=DEFAULT_MAX_STANZA_SIZE,
+        defaultText="%d (%d KiB)" % (DEFAULT_MAX_STANZA_SIZE, DEFAULT_MAX_STANZA_SIZE // 1024),
+        types=INTEGER,
     ),
     Setting(
         "maxSubscribers", PROXY, _positive(int), "the limit of subscribers",

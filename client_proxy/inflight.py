@@ -17,6 +17,10 @@ from collections.abc import Callable
 from client_proxy.jat import bare, domain
 
 
+#: The bytes of stanzas kept for retries, together, by default.
+DEFAULT_MAX_RETAINED_BYTES = 64 << 20
+
+
 class Request:
     """
     One request in flight; its kind says what may be done with it.
@@ -167,7 +171,7 @@ class RequestTable:
         maxPerRequester: int,
         maxTotal: int,
         maxPerDomain: int | None = None,
-        maxRetainedBytes: int = 64 << 20,
+        maxRetainedBytes: int = DEFAULT_MAX_RETAINED_BYTES,
     ) -> None:
         self.timeout = timeout
         self.maxPerRequester = maxPerRequester
