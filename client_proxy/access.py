@@ -10,7 +10,7 @@ always allowed: the proxy exists to serve it.
 
 from collections.abc import Iterable
 
-from client_proxy.jat import bare, domain
+from client_proxy.jat import bareAndDomain
 
 
 class AccessPolicy:
@@ -38,10 +38,11 @@ class AccessPolicy:
         """
         Whether C{sender}, a full or bare JID, may use the proxy.
         """
-        jid = bare(sender)
+        if not (self._deny or self._allow):
+            return True
+        jid, host = bareAndDomain(sender)
         if jid == self.target:
             return True
-        host = domain(jid)
         if jid in self._deny or host in self._deny:
             return False
         return not self._allow or jid in self._allow or host in self._allow

@@ -14,7 +14,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 
-from client_proxy.jat import bare, domain
+from client_proxy.jat import bare, bareAndDomain
 
 
 #: The bytes of stanzas kept for retries, together, by default.
@@ -222,6 +222,12 @@ class RequestTable:
             request with this id in flight (its answer could not be told
             apart).
         """
+        self._check(requester, stanzaID, size, *bareAndDomain(requester))
+
+    def _check(self, requester: str, stanzaID: str, size: int, jid: str, host: str) -> None:
+        """
+        L{admit}, with the requester's bare JID and domain read already.
+        """
         if (requester, stanzaID) in self._requests:
             raise Refused(
                 "conflict",
@@ -229,7 +235,6 @@ class RequestTable:
                 "a request of yours with this id is in flight",
                 "duplicate_id",
             )
-        jid = bare(requester)
         if self._perRequester.get(jid, 0) >= self.maxPerRequester:
             raise Refused(
                 "resource-constraint",
@@ -237,7 +242,7 @@ class RequestTable:
                 "too many requests of yours in flight",
                 "requester_limit",
             )
-        if self._perDomain.get(domain(jid), 0) >= self.maxPerDomain:
+        if self._perDomain.get(host, 0) >= self.maxPerDomain:
             raise Refused(
                 "resource-constraint",
                 "wait",
@@ -264,7 +269,8 @@ class RequestTable:
         @raise Refused: as L{admit}.
         """
         size = request.retainedBytes()
-        self.admit(request.requester, request.stanzaID, size)
+        jid, host = bareAndDomain(request.requester)
+        self._check(request.requester, request.stanzaID, size, jid, host)
         self.retainedBytes += size
         timeout = request.timeout
         if timeout is None:
@@ -279,9 +285,7 @@ class RequestTable:
         held = self._byResource.setdefault(request.resource, {})
         held[key] = request
         self._pendingChanged(request.resource, len(held))
-        jid = bare(request.requester)
         self._perRequester[jid] = self._perRequester.get(jid, 0) + 1
-        host = domain(jid)
         self._perDomain[host] = self._perDomain.get(host, 0) + 1
         queue.append(request)
         if len(queue) > 2 * len(self._requests) + 1024:
@@ -359,9 +363,9 @@ class RequestTable:
         self._pendingChanged(request.resource, len(held))
         if not held:
             del self._byResource[request.resource]
-        jid = bare(request.requester)
+        jid, host = bareAndDomain(request.requester)
         _decrement(self._perRequester, jid)
-        _decrement(self._perDomain, domain(jid))
+        _decrement(self._perDomain, host)
 
     def move(self, request: Request, resource: str) -> None:
         """

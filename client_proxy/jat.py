@@ -43,7 +43,15 @@ def domain(address: str) -> str:
     """
     The domainpart of C{address}.
     """
-    return bare(address).rpartition("@")[2]
+    return address.partition("/")[0].rpartition("@")[2]
+
+
+def bareAndDomain(address: str) -> tuple[str, str]:
+    """
+    The bare JID of C{address} and its domainpart, read once.
+    """
+    jid = address.partition("/")[0]
+    return jid, jid.rpartition("@")[2]
 
 
 def isValidJID(address: str) -> bool:

@@ -260,14 +260,19 @@ class IQRouter(RoutingHandler):
                 stanzaID, addressedTo, requester, "service-unavailable", "cancel", text
             )
             return
-        addresses = dict(
-            requester=requester, stanzaID=stanzaID, to=addressedTo, resource=resource
-        )
-        request = (
-            ForwardedGet(stanza=stanza, **addresses)
-            if iq["type"] == "get"
-            else ForwardedSet(**addresses)
-        )
+        request: Request
+        if iq["type"] == "get":
+            request = ForwardedGet(
+                stanza=stanza,
+                requester=requester,
+                stanzaID=stanzaID,
+                to=addressedTo,
+                resource=resource,
+            )
+        else:
+            request = ForwardedSet(
+                requester=requester, stanzaID=stanzaID, to=addressedTo, resource=resource
+            )
         try:
             self.table.add(request, now=self.clock.seconds())
         except Refused as e:

@@ -109,6 +109,14 @@ def test_bare_and_domain():
     assert jat.bare("a@b") == "a@b"
     assert jat.domain("a@b/c@d") == "b"
     assert jat.domain("b/c") == "b"
+    assert jat.bareAndDomain("a@b/c@d") == ("a@b", "b")
+
+
+@given(st.text(alphabet="ab@/", max_size=12))
+def test_bare_and_domain_read_once_agree(address):
+    # The tables count a requester by both, read in one go.
+    assert jat.bareAndDomain(address) == (jat.bare(address), jat.domain(address))
+    assert jat.domain(address) == jat.bare(address).rpartition("@")[2]
 
 
 @pytest.mark.parametrize("address", ["alice@a..b", "alice@.b", "", "a b@c", "x@example.org/"])
