@@ -14,6 +14,7 @@ ejabberd instead (C{SERVERS}, L{make_server}, L{server_pid}).
 
 import base64
 import os
+import re
 import shutil
 import socket
 import sys
@@ -115,6 +116,14 @@ SERVERS = {
     "prosody": (Prosody, prosody_available),
     "ejabberd": (Ejabberd, ejabberd_available),
 }
+
+
+def numbers(text: str) -> list[int]:
+    """
+    A list of numbers written C{2,100,1_000} or C{2:100:1000}, for a
+    benchmark's axis.
+    """
+    return [int(n) for n in re.split(r"[,:]", text) if n.strip()]
 
 
 def make_server(name: str):

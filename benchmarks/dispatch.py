@@ -249,7 +249,7 @@ def measure(
             request = ForwardedSet(
                 requester=requester, stanzaID="q", to="proxy.example.org", resource=resource
             )
-            remove(add(request, 0.0))
+            remove(add(request, now=0.0))
         return len(REQUESTERS)
 
     return {

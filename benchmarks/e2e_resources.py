@@ -2,12 +2,12 @@
 Throughput at window 200 through Prosody with many target resources
 online, for every strategy, against the same run with 2 resources.
 
-One private Prosody, two targets: C{small@example.org} with 2 resources
-and C{service@example.org} with R (1,000 by default), each a fleet of
-workers in one process that answer every IQ get with an empty result; the
-first worker of each fleet approves the component before it asks (RFC
-6121, 3.4), so that no storm of presence comes. A requester (as in
-iq_throughput.py) pipelines IQ gets:
+One private Prosody and its targets: C{small@example.org} with 2
+resources and, for each size R asked for (1,000 by default),
+C{fleetR@example.org} with R, each a fleet of workers in one process that
+answer every IQ get with an empty result; the first worker of each fleet
+approves the component before it asks (RFC 6121, 3.4), so that no storm
+of presence comes. A requester (as in iq_throughput.py) pipelines IQ gets:
 
   direct    to the resources of each target in turn: how much the server
             itself slows down with R resources (and the fleet's own cost);
@@ -16,12 +16,12 @@ iq_throughput.py) pipelines IQ gets:
   proxied   to proxy.example.org, the component started for each target
             and each strategy in turn.
 
-For each strategy the figure is (proxied with R / proxied with 2) /
+For each strategy and R the figure is (proxied with R / proxied with 2) /
 (direct with R / direct with 2): the component's own slowdown with R
 resources, the server's allowed for; the issue's goal is at least 0.9.
 
   .venv/bin/python benchmarks/e2e_resources.py
-  .venv/bin/python benchmarks/e2e_resources.py --resources 1000 --count 10000 \\
+  .venv/bin/python benchmarks/e2e_resources.py --resources 10,100,1000,3000 \\
       --json docs/performance/e2e_resources.json
 
 Run as root with the virtualenv's Python (see scripts/setup).
@@ -41,6 +41,7 @@ from _loadgen import (  # noqa: E402
     build_info,
     client_proxy,
     make_server,
+    numbers,
     server_pid,
     stop_component,
     wait_for_quiet,
@@ -51,14 +52,25 @@ from iq_throughput import start_requester  # noqa: E402
 from client_proxy.dispatch import STRATEGIES  # noqa: E402
 
 SMALL = "small@example.org"
-LARGE = "service@example.org"
+
+
+def fleetJID(size: int) -> str:
+    """
+    The target whose fleet has C{size} resources.
+    """
+    return "fleet%d@example.org" % (size,)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--resources", type=int, default=1000, help="resources of the large target")
+    parser.add_argument(
+        "--resources",
+        type=numbers,
+        default=[1000],
+        help="resources of each large target, e.g. 10,100,1000 (default 1000)",
+    )
     parser.add_argument("--count", type=int, default=10000, help="IQs measured per phase")
     parser.add_argument("--window", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=1000)
@@ -68,11 +80,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.no_wait:
         wait_for_quiet()
+    strategies = args.strategies.split(",")
+    targets = {SMALL: 2, **{fleetJID(size): size for size in args.resources}}
     ctx = multiprocessing.get_context("fork")
     phases: dict[str, dict] = {}
     with make_server("prosody") as server:
         fleets, stops, jids = [], [], {}
-        for target, count in ((SMALL, 2), (LARGE, args.resources)):
+        for target, count in targets.items():
             conn, child = ctx.Pipe()
             fleet = ctx.Process(
                 target=fleet_main,
@@ -101,14 +115,16 @@ def main(argv=None) -> int:
             return result
 
         try:
-            for target in (SMALL, LARGE):
-                run("direct %d" % len(jids[target]), jids[target], {})
-            # The same resources chosen at random, as the random strategy
-            # does: how a server's cost depends on the spread, too.
-            chosen = random.Random(1).choices(jids[LARGE], k=args.count + args.warmup)
-            run("direct %d at random" % len(jids[LARGE]), chosen, {})
-            for strategy in args.strategies.split(","):
-                for target in (SMALL, LARGE):
+            for target, size in targets.items():
+                run("direct %d" % size, jids[target], {})
+                if size > 2:
+                    # The same resources chosen at random, as the random
+                    # strategy does: how a server's cost depends on the
+                    # spread, too.
+                    chosen = random.Random(1).choices(jids[target], k=args.count + args.warmup)
+                    run("direct %d at random" % size, chosen, {})
+            for strategy in strategies:
+                for target, size in targets.items():
                     proxy = client_proxy(
                         server,
                         target,
@@ -120,13 +136,9 @@ def main(argv=None) -> int:
                         "200000",
                     ).start()
                     try:
-                        proxy.wait_for_log("Resource online", timeout=120, count=len(jids[target]))
+                        proxy.wait_for_log("Resource online", timeout=120, count=size)
                         settle(serverPid)
-                        run(
-                            "%s %d" % (strategy, len(jids[target])),
-                            COMPONENT,
-                            {"component": proxy.process.pid},
-                        )
+                        run("%s %d" % (strategy, size), COMPONENT, {"component": proxy.process.pid})
                     finally:
                         stop_component(proxy)
         finally:
@@ -138,33 +150,41 @@ def main(argv=None) -> int:
                 fleet.join(10)
                 if fleet.is_alive():
                     fleet.terminate()
-    large = args.resources
-    drop = phases["direct %d" % large]["throughput_iq_s"] / phases["direct 2"]["throughput_iq_s"]
+
+    def throughput(phase: str) -> float:
+        return phases[phase]["throughput_iq_s"]
+
+    drops = {size: throughput("direct %d" % size) / throughput("direct 2") for size in args.resources}
+    randomDrops = {
+        size: throughput("direct %d at random" % size) / throughput("direct 2") for size in args.resources
+    }
+    for size in args.resources:
+        print(
+            "direct %d / direct 2: %.2f (the server's own drop); at random: %.2f"
+            % (size, drops[size], randomDrops[size])
+        )
     series = {}
-    randomDrop = (
-        phases["direct %d at random" % large]["throughput_iq_s"] / phases["direct 2"]["throughput_iq_s"]
-    )
-    print("direct %d / direct 2: %.2f (the server's own drop); at random: %.2f" % (large, drop, randomDrop))
-    for strategy in args.strategies.split(","):
-        two = phases["%s 2" % strategy]["throughput_iq_s"]
-        many = phases["%s %d" % (strategy, large)]["throughput_iq_s"]
-        ratio = many / two / drop
-        print("%-14s %d / 2: %.2f; allowing for the server's drop: %.2f" % (strategy, large, many / two, ratio))
-        series[strategy] = [
-            {"x": 2, "throughput_iq_s": two},
-            {"x": large, "throughput_iq_s": many, "ratio_to_two": ratio},
-        ]
+    for strategy in strategies:
+        two = throughput("%s 2" % strategy)
+        series[strategy] = [{"x": 2, "throughput_iq_s": two}]
+        for size in args.resources:
+            many = throughput("%s %d" % (strategy, size))
+            ratio = many / two / drops[size]
+            print(
+                "%-14s %d / 2: %.2f; allowing for the server's drop: %.2f"
+                % (strategy, size, many / two, ratio)
+            )
+            series[strategy].append({"x": size, "throughput_iq_s": many, "ratio_to_two": ratio})
     series["direct"] = [
-        {"x": 2, "throughput_iq_s": phases["direct 2"]["throughput_iq_s"]},
-        {"x": large, "throughput_iq_s": phases["direct %d" % large]["throughput_iq_s"]},
+        {"x": size, "throughput_iq_s": throughput("direct %d" % size)} for size in targets.values()
     ]
     if args.json:
         results = {
             "benchmark": "e2e_resources",
             "command": "benchmarks/e2e_resources.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": {"cores": os.cpu_count(), "build": build_info(), "load_average": os.getloadavg()},
-            "server_drop": drop,
-            "server_drop_at_random": randomDrop,
+            "server_drop": drops,
+            "server_drop_at_random": randomDrops,
             "phases": phases,
             "axes": {"resources": {"x": "online resources of the target", "series": series}},
         }

@@ -59,6 +59,8 @@ def draw(path: Path, out: Path, format: str) -> list[Path]:
             xs = []
             for series, points in sorted(content["series"].items()):
                 shown = [p for p in points if measure in p]
+                if not shown:
+                    continue  # a series without this measure (direct has no ratio)
                 xs += [p["x"] for p in shown]
                 ax.plot(
                     [p["x"] for p in shown],

@@ -54,7 +54,7 @@ from twisted.internet.testing import MemoryReactor  # noqa: E402
 from twisted.words.protocols.jabber import xmlstream  # noqa: E402
 from twisted.words.protocols.jabber.jid import JID  # noqa: E402
 
-from _loadgen import commit  # noqa: E402
+from _loadgen import commit, numbers  # noqa: E402
 from client_proxy.dispatch import STRATEGIES  # noqa: E402
 from client_proxy.fastpath import FastXmlStream  # noqa: E402
 from client_proxy.inflight import RequestTable  # noqa: E402
@@ -294,13 +294,6 @@ AXES = {
     "proxies": axisProxies,
     "presence": axisPresence,
 }
-
-
-def numbers(text: str) -> list[int]:
-    """
-    A list of numbers written C{2,100,1_000} or C{2:100:1000}.
-    """
-    return [int(n) for n in re.split(r"[,:]", text) if n.strip()]
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,7 @@ import socket
 import threading
 import traceback
 import xml.etree.ElementTree as ET
-from typing import Callable
+from typing import Callable, Iterator
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape, quoteattr
 
@@ -72,6 +72,53 @@ def dump(el: Element) -> str:
     C{el} as XML text, for failure messages.
     """
     return ET.tostring(el, encoding="unicode")
+
+
+class StreamReader:
+    """
+    An XML stream read from a blocking socket, one stanza at a time: the
+    stream's root, then each of its children, which are taken off the
+    root so that a long stream holds no more than one stanza.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.restart()
+
+    def restart(self) -> None:
+        """
+        A new XML document follows: the stream restarts (after SASL
+        success, RFC 6120, 6.4.6).
+        """
+        self._parser = ET.XMLPullParser(events=("start", "end"))
+        self._depth = 0
+        self._root: Element | None = None
+
+    def events(self) -> Iterator[tuple[str, Element]]:
+        """
+        C{("root", el)} when the stream opens, C{("stanza", el)} for each
+        stanza, C{("end", root)} when the peer closes the stream; the
+        iteration ends when the connection does. Socket errors propagate.
+        """
+        while True:
+            data = self._sock.recv(65536)
+            if not data:
+                return
+            self._parser.feed(data)
+            for event, el in self._parser.read_events():
+                if event == "start":
+                    self._depth += 1
+                    if self._depth == 1:
+                        self._root = el
+                        yield "root", el
+                    continue
+                self._depth -= 1
+                if self._depth == 0:
+                    yield "end", el
+                elif self._depth == 1:
+                    assert self._root is not None, "a stanza is inside the root"
+                    self._root.remove(el)
+                    yield "stanza", el
 
 
 class Client:
@@ -278,39 +325,25 @@ class Client:
         """
         The reader thread: parse the stream, deliver each top-level element.
         """
-        parser = ET.XMLPullParser(events=("start", "end"))
-        depth = 0
+        reader = StreamReader(self._sock)
         reason = "connection closed"
         try:
-            while True:
-                data = self._sock.recv(65536)
-                if not data:
-                    break
-                parser.feed(data)
-                for event, el in parser.read_events():
-                    if event == "start":
-                        depth += 1
-                        if depth == 1:
-                            root = el
-                        continue
-                    depth -= 1
-                    if depth == 0:
-                        reason = "server ended the stream"
-                        return
-                    if depth > 1:
-                        continue
-                    root.remove(el)
-                    if el.tag == "{%s}error" % NS_STREAMS:
-                        reason = "stream error: " + dump(el)
-                        return
-                    if el.tag == "{%s}success" % NS_SASL:
-                        # The server's next bytes are a new XML document.
-                        parser = ET.XMLPullParser(events=("start", "end"))
-                        depth = 0
-                    if not (self._hooks_enabled and self.handle(el)):
-                        with self._cond:
-                            self._buffer.append(el)
-                            self._cond.notify_all()
+            for event, el in reader.events():
+                if event == "end":
+                    reason = "server ended the stream"
+                    return
+                if event != "stanza":
+                    continue
+                if el.tag == "{%s}error" % NS_STREAMS:
+                    reason = "stream error: " + dump(el)
+                    return
+                if el.tag == "{%s}success" % NS_SASL:
+                    # The server's next bytes are a new XML document.
+                    reader.restart()
+                if not (self._hooks_enabled and self.handle(el)):
+                    with self._cond:
+                        self._buffer.append(el)
+                        self._cond.notify_all()
         except OSError as e:
             reason = "socket error: %s" % (e,)
         except Exception:

@@ -19,7 +19,7 @@ import pytest
 from harness.ejabberd import Ejabberd, EjabberdCluster, ejabberd_available
 from harness.ports import listening
 from harness.proxy import client_proxy
-from harness.xmpp import NS_ROSTER, Client, Responder, error_condition, tag
+from harness.xmpp import NS_ROSTER, Client, Responder, StreamReader, error_condition, tag
 from tests.conftest import COMPONENT, asking, online
 
 if not ejabberd_available():
@@ -222,39 +222,28 @@ class RawComponent:
         assert self.ready.wait(5), "no handshake for %s" % (name,)
 
     def _read(self) -> None:
-        parser = ET.XMLPullParser(events=("start", "end"))
-        depth = 0
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            parser.feed(data)
-            for event, el in parser.read_events():
-                if event == "start":
-                    depth += 1
-                    if depth == 1:
-                        root = el
-                        digest = hashlib.sha1((el.get("id") + self.secret).encode()).hexdigest()
-                        self.sock.sendall(("<handshake>%s</handshake>" % (digest,)).encode())
-                    continue
-                depth -= 1
-                if depth != 1:
-                    continue
-                root.remove(el)
-                if tag(el) == "handshake":
-                    self.ready.set()
-                    continue
-                self.received.append(el)
-                if tag(el) == "iq" and el.get("type") in ("get", "set"):
-                    self.sock.sendall(
-                        (
-                            "<iq type='result' id='%s' from='%s' to='%s'><by xmlns='urn:test'>%s</by></iq>"
-                            % (el.get("id"), el.get("to"), el.get("from"), self.name)
-                        ).encode()
-                    )
+        try:
+            for event, el in StreamReader(self.sock).events():
+                if event == "root":
+                    digest = hashlib.sha1((el.get("id") + self.secret).encode()).hexdigest()
+                    self.sock.sendall(("<handshake>%s</handshake>" % (digest,)).encode())
+                elif event == "stanza":
+                    self._received(el)
+        except OSError:
+            return
+
+    def _received(self, el: ET.Element) -> None:
+        if tag(el) == "handshake":
+            self.ready.set()
+            return
+        self.received.append(el)
+        if tag(el) == "iq" and el.get("type") in ("get", "set"):
+            self.sock.sendall(
+                (
+                    "<iq type='result' id='%s' from='%s' to='%s'><by xmlns='urn:test'>%s</by></iq>"
+                    % (el.get("id"), el.get("to"), el.get("from"), self.name)
+                ).encode()
+            )
 
     def close(self) -> None:
         self.sock.close()
