@@ -197,9 +197,8 @@ def fleet(name: str, count: int, eligible: str, table: RequestTable):
         for n in range(count):
             resources.available("%s/worker-%d" % (TARGET, n))
         return resources, dispatch.STRATEGIES[name](resources, table).choose
-    strategy, features = fleetDispatch(
-        resources, table, name, routeByFeatures=eligible == "features"
-    )
+    chosen = fleetDispatch(resources, table, name, routeByFeatures=eligible == "features")
+    strategy, features = chosen.strategy, chosen.features
     workers = None if features is None else Workers(features.discovery)
     for n in range(count):
         show = "xa" if n % 10 == 9 else None

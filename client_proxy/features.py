@@ -22,6 +22,7 @@ never by what requesters write.
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from pyexpat import ExpatError, ParserCreate
 
 from twisted.logger import Logger
@@ -459,15 +460,22 @@ class FeatureRouting:
 
     def forgotten(self) -> None:
         self.discovery.forgotten()
-        for strategy in [self._unknownStrategy, *self._strategies.values()]:
-            if strategy is not None:
-                strategy.close()
+        self.close()
         self._unknown = EligibleSet(self.base.priority)
         self._unknownStrategy = None
         self._sets.clear()
         self._strategies.clear()
         self._featuresOf.clear()
         self._capsOf.clear()
+
+    def close(self) -> None:
+        """
+        The strategies over the sets are no longer used: each stops
+        following the table.
+        """
+        for strategy in [self._unknownStrategy, *self._strategies.values()]:
+            if strategy is not None:
+                strategy.close()
 
     def learned(self, resources: list[str], features: frozenset[str]) -> None:
         """
@@ -513,17 +521,40 @@ class FeatureRouting:
                     strategy.close()
 
 
+@dataclass
+class FleetDispatch:
+    """
+    How a proxy chooses among the target's resources: the strategy over the
+    resources that are not draining (L{eligible}), for every message and
+    for requests when features are not routed by; and the routing of
+    requests by feature over the same resources, if any.
+    """
+
+    eligible: Undrained
+    strategy: IStrategy
+    features: FeatureRouting | None = None
+
+    def close(self) -> None:
+        """
+        Another dispatch takes over (a reload): stop following the
+        resources and the table, so that this one can go.
+        """
+        self.eligible.close()
+        self.strategy.close()
+        if self.features is not None:
+            self.features.close()
+
+
 def fleetDispatch(
     resources: Resources,
     table: RequestTable,
     strategy: str,
     drainShow: str = "xa",
     routeByFeatures: bool = False,
-) -> tuple[IStrategy, FeatureRouting | None]:
+) -> FleetDispatch:
     """
     The strategy named C{strategy} over the resources that are not
-    draining, for every message and for requests when features are not
-    routed by; and with C{routeByFeatures}, the routing of requests by
+    draining and, with C{routeByFeatures}, the routing of requests by
     feature over the same resources.
     """
     eligible = Undrained(resources, drainShow)
@@ -533,4 +564,4 @@ def fleetDispatch(
         features = FeatureRouting(
             eligible, lambda members: factory(members, table), CapsDiscovery()
         )
-    return factory(eligible, table), features
+    return FleetDispatch(eligible, factory(eligible, table), features)

@@ -117,6 +117,14 @@ class ObservedSet:
         else:
             self._observers.append(observer)
 
+    def removeObserver(self, observer: IResourceObserver) -> None:
+        """
+        Tell C{observer}, given to L{addObserver}, of nothing more.
+        """
+        self._presenceIndexes = [i for i in self._presenceIndexes if i is not observer]
+        self._indexes = [i for i in self._indexes if i is not observer]
+        self._observers = [o for o in self._observers if o is not observer]
+
     def _joined(self, resource: str) -> None:
         for index in self._indexes:
             index.resourceOnline(resource)
@@ -279,6 +287,12 @@ class Undrained(ObservedSet):
         for resource in resources.online():
             self.resourceOnline(resource)
         resources.addObserver(self)
+
+    def close(self) -> None:
+        """
+        The set is no longer used: stop following the resources.
+        """
+        self.resources.removeObserver(self)
 
     def online(self) -> Collection[str]:
         return self._members.keys()

@@ -115,19 +115,20 @@ class ProxyHandlers:
             maxPerDomain=config.maxInFlightPerDomain,
             maxRetainedBytes=config.maxRetainedBytes,
         )
-        strategy, features = fleetDispatch(
+        #: How the resources are chosen; replaced when a reload changes it.
+        self.dispatch = dispatch = fleetDispatch(
             resources, table, config.strategy, config.drainShow, config.routeByFeatures
         )
         self.routing = routing = Routing(
             config.jid,
             config.target,
             resources,
-            strategy,
+            dispatch.strategy,
             config.instanceJid or "",
             maxStanzaSize=config.maxStanzaSize,
             access=AccessPolicy(config.target, config.allow, config.deny),
             clock=reactor,
-            features=features,
+            features=dispatch.features,
         )
         self.router = IQRouter(routing, table, reactor, metrics=metrics)
         self.messages = MessageRouter(routing)
@@ -364,17 +365,20 @@ class ProxyService(Service):
             if self.connection.standbyWatch is not None:
                 self.connection.standbyWatch.setInterval(config.standbyInterval)
         if "strategy" in changed:
-            strategy, features = fleetDispatch(
+            handlers = self.handlers
+            replaced = handlers.dispatch
+            handlers.dispatch = dispatch = fleetDispatch(
                 self.resources,
                 self.table,
                 config.strategy,
                 config.drainShow,
                 config.routeByFeatures,
             )
-            self._share("strategy", strategy)
-            self._share("features", features)
-            if features is not None:
-                features.discovery.querier = self.router
+            self._share("strategy", dispatch.strategy)
+            self._share("features", dispatch.features)
+            if dispatch.features is not None:
+                dispatch.features.discovery.querier = self.router
+            replaced.close()
         if "allow" in changed or "deny" in changed:
             access = AccessPolicy(config.target, config.allow, config.deny)
             self._share("access", access)

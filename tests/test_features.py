@@ -107,8 +107,9 @@ def test_the_drain_show_is_a_setting():
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_every_strategy_chooses_no_draining_resource(name):
     resources = Resources()
-    strategy, features = fleetDispatch(resources, RequestTable(30, 1000, 1000), name)
-    assert features is None
+    dispatch = fleetDispatch(resources, RequestTable(30, 1000, 1000), name)
+    strategy = dispatch.strategy
+    assert dispatch.features is None
     for resource in (A, B, C):
         resources.available(resource)
     resources.available(B, show="xa")
@@ -119,6 +120,25 @@ def test_every_strategy_chooses_no_draining_resource(name):
     assert strategy.choose(USER) is None, "only draining ones: as if none were online"
     resources.available(B)
     assert strategy.choose(USER) == B
+
+
+def test_a_closed_dispatch_follows_nothing():
+    """
+    A reload replaces the dispatch; the old one, closed, follows neither
+    the resources nor the table's counts, so that nothing keeps it busy
+    or alive.
+    """
+    resources = Resources()
+    table = RequestTable(30, 1000, 1000)
+    dispatch = fleetDispatch(resources, table, "least-pending", routeByFeatures=True)
+    resources.available(A)
+    resources.available(B)
+    dispatch.close()
+    resources.available(C)
+    assert C not in dispatch.eligible
+    table.add(ForwardedSet(requester=USER, stanzaID="1", to="p", resource=A), now=0)
+    # Following the table, it would choose B alone (A holds a request).
+    assert {dispatch.strategy.choose(USER) for _ in range(2)} == {A, B}
 
 
 def test_sticky_moves_only_the_drained_resources_requesters_and_back():
@@ -326,7 +346,8 @@ def routed(name="round-robin", table=None):
     """Feature routing with strategy C{name} over fresh resources."""
     resources = Resources()
     table = RequestTable(30, 1000, 1000) if table is None else table
-    strategy, features = fleetDispatch(resources, table, name, routeByFeatures=True)
+    features = fleetDispatch(resources, table, name, routeByFeatures=True).features
+    assert features is not None
     querier = Querier()
     features.discovery.querier = querier
     return resources, features, querier

@@ -115,6 +115,7 @@ def test_reconfigure_in_place(reactor, server):
     protocol, transport = server.accept()
     service.resources.available(RESOURCE)
     request(protocol, "q1")
+    replaced = service.handlers.dispatch
     changed = service.reconfigure(
         proxy(A, timeout=5, maxInFlight=7, strategy="sticky", deny=["evil.example"],
               keepalive=30, maxStanzaSize=8000, maxSubscribers=3)
@@ -132,6 +133,9 @@ def test_reconfigure_in_place(reactor, server):
     assert all(k.interval == 30 for k in service.keepalives)
     assert service.router.strategy is service.routing.strategy
     assert type(service.router.strategy).__name__ == "StickyStrategy"
+    service.resources.available(TARGET + "/later")
+    assert TARGET + "/later" in service.handlers.dispatch.eligible
+    assert TARGET + "/later" not in replaced.eligible, "the old strategy's set is let go"
     assert not service.router.access.allows("x@evil.example")
     assert not service.contacts.access.allows("x@evil.example")
 

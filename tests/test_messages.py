@@ -84,7 +84,7 @@ def test_no_resource_online(setup):
 def test_a_draining_resource_gets_no_message():
     stub = XmlStreamStub()
     resources = Resources()
-    strategy, _ = fleetDispatch(resources, RequestTable(30, 10, 10), "round-robin")
+    strategy = fleetDispatch(resources, RequestTable(30, 10, 10), "round-robin").strategy
     handler = MessageRouter(Routing(COMPONENT, TARGET, resources, strategy, clock=Clock()))
     handler.makeConnection(stub.xmlstream)
     stub.xmlstream.send = lambda data: stub.output.append(parse(data))

@@ -48,9 +48,10 @@ def fleet(request):
     clock = Clock()
     resources = Resources()
     table = RequestTable(timeout=30, maxPerRequester=10, maxTotal=20, maxPerDomain=20)
-    strategy, features = fleetDispatch(
+    dispatch = fleetDispatch(
         resources, table, "round-robin", routeByFeatures="features" in request.node.name
     )
+    strategy, features = dispatch.strategy, dispatch.features
     router = IQRouter(
         Routing(COMPONENT, TARGET, resources, strategy, clock=clock, features=features),
         table,
