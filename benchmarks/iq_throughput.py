@@ -10,7 +10,11 @@ C{twistd -n client-proxy} (the installed package), and a requester that
 pipelines IQ gets with a window. Two phases, each after a warm-up:
 
   direct   the requester sends to the responder's full JID;
-  proxied  the requester sends to proxy.example.org.
+  proxied  the requester sends to proxy.example.org;
+  floor    (only with --phases ...,floor) the same, with the component
+           replaced by floor.py: the least a component on Twisted can do
+           to proxy an IQ, none of client-proxy's promises kept; the
+           ceiling for any component on this machine.
 
 For each it prints throughput (IQ/s), p50/p99 round-trip latency (ms), and
 the CPU time per IQ (microseconds, from utime+stime in /proc/PID/stat) of
@@ -36,6 +40,7 @@ plugin; see scripts/setup):
   .venv/bin/python benchmarks/iq_throughput.py --window 1     # latency
   .venv/bin/python benchmarks/iq_throughput.py --count 20000 --json
   .venv/bin/python benchmarks/iq_throughput.py --server ejabberd
+  .venv/bin/python benchmarks/iq_throughput.py --phases direct,proxied,floor
 
 To profile the component during the proxied phase (py-spy in a venv of its
 own, e.g. /tmp/pyspy-venv/bin/pip install py-spy):
@@ -49,6 +54,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -235,7 +241,31 @@ def table(results: dict, args) -> str:
         lines.append(
             "latency added by the proxy at p99:  %.2f ms" % (results["added_p99_ms"],)
         )
+    if "floor_ratio_throughput" in results:
+        lines.append(
+            "throughput floor/direct:            %.2f (floor.py: the least a component does)"
+            % (results["floor_ratio_throughput"],)
+        )
     return "\n".join(lines)
+
+
+def start_floor(server, resource: str) -> subprocess.Popen:
+    """
+    Start C{floor.py}, the least a component can do, for the server's
+    component, sending every request to C{resource}; return once it is
+    authenticated.
+    """
+    component, secret = next(iter(server.components.items()))
+    floor = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parent / "floor.py"),
+         str(server.component_port), component, secret, resource],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if floor.stdout is None or floor.stdout.readline().strip() != "ready":
+        floor.kill()
+        raise RuntimeError("floor.py did not authenticate")
+    return floor
 
 
 def main(argv=None) -> int:
@@ -276,8 +306,8 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    if not set(phases) <= {"direct", "proxied"}:
-        parser.error("phases are direct and proxied")
+    if not set(phases) <= {"direct", "proxied", "floor"}:
+        parser.error("phases are direct, proxied and floor")
     if not server_available(args.server):
         parser.error("%s is not installed (see scripts/setup)" % (args.server,))
 
@@ -306,6 +336,7 @@ def main(argv=None) -> int:
             raise RuntimeError("the responder did not log in")
         responder_jid = ready.recv()
         proxy = None
+        floor = None
         requester = None
         try:
             options = [
@@ -323,6 +354,13 @@ def main(argv=None) -> int:
             requester, conn = start_requester(ctx, server.c2s_port)
             for phase in phases:
                 to = responder_jid if phase == "direct" else next(iter(server.components))
+                if phase == "floor":
+                    # The server spreads a host's stanzas over its
+                    # connections (ejabberd): the component goes first.
+                    stop_component(proxy)
+                    proxy = None
+                    floor = start_floor(server, responder_jid)
+                    pids["component"] = floor.pid
                 if args.verbose:
                     print("phase %s: %d IQs to %s" % (phase, args.count, to), file=sys.stderr, flush=True)
                 conn.send((to, args.count, args.window, args.warmup, pids))
@@ -334,6 +372,9 @@ def main(argv=None) -> int:
                 requester.terminate()
             if proxy is not None:
                 stop_component(proxy)
+            if floor is not None:
+                floor.terminate()
+                floor.wait(10)
             responder.terminate()
             responder.join(5)
 
@@ -343,6 +384,10 @@ def main(argv=None) -> int:
         results["ratio_throughput"] = p["throughput_iq_s"] / d["throughput_iq_s"]
         results["added_p50_ms"] = p["p50_ms"] - d["p50_ms"]
         results["added_p99_ms"] = p["p99_ms"] - d["p99_ms"]
+    if "direct" in measured and "floor" in measured:
+        results["floor_ratio_throughput"] = (
+            measured["floor"]["throughput_iq_s"] / measured["direct"]["throughput_iq_s"]
+        )
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     else:
