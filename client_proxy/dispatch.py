@@ -293,18 +293,63 @@ class StickyStrategy(_Strategy):
 
     points = 24
 
+    def __init__(
+        self,
+        resources: IResourceSet,
+        table: RequestTable,
+        within: "StickyStrategy | None" = None,
+    ) -> None:
+        """
+        @param within: a sticky strategy over a set that holds every
+            resource of C{resources}: while C{resources} are most of that
+            set, choices are read from its ring (L{HashRing.ownerAmong}),
+            and a resource joining or leaving costs nothing here; when
+            they are a quarter of it or fewer, from a ring of their own,
+            kept until they are half of it again.
+        """
+        self._within = within
+        self._set = resources
+        super().__init__(resources, table)
+
     def forgotten(self) -> None:
-        self._ring = HashRing(shakePositions(self.points))
+        self._ring: HashRing | None = (
+            HashRing(shakePositions(self.points)) if self._within is None else None
+        )
 
     def resourceOnline(self, resource: str) -> None:
-        self._ring.add(resource)
+        if self._ring is not None:
+            self._ring.add(resource)
 
     def resourceOffline(self, resource: str) -> None:
-        self._ring.remove(resource)
+        if self._ring is not None:
+            self._ring.remove(resource)
 
     def choose(self, requester: str, exclude: str | None = None) -> str | None:
-        position = blake2b(requester.encode("utf-8"), digest_size=8).digest()
-        return self._ring.owner(int.from_bytes(position, "big"), exclude)
+        position = int.from_bytes(
+            blake2b(requester.encode("utf-8"), digest_size=8).digest(), "big"
+        )
+        ring = self._ring if self._within is None else self._subsetRing()
+        if ring is not None:
+            return ring.owner(position, exclude)
+        assert self._within is not None and self._within._ring is not None
+        return self._within._ring.ownerAmong(position, self._set.online().__contains__, exclude)
+
+    def _subsetRing(self) -> HashRing | None:
+        """
+        The ring of this set's own, if it should have one now (see
+        L{__init__}); C{None} to read the ring of the set it is within.
+        The same points either way, so no requester moves when this
+        changes.
+        """
+        assert self._within is not None and self._within._ring is not None
+        members, around = len(self._set.online()), len(self._within._ring)
+        if self._ring is None and members * 4 < around:
+            self._ring = HashRing(shakePositions(self.points))
+            for resource in self._set.online():
+                self._ring.add(resource)
+        elif self._ring is not None and members * 2 >= around:
+            self._ring = None
+        return self._ring
 
 
 STRATEGIES: dict[str, Callable[[IResourceSet, RequestTable], IStrategy]] = {

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from client_proxy.caps import Caps, IllFormed, infoQuery, parseInfo, verification
-from client_proxy.dispatch import STRATEGIES, IStrategy
+from client_proxy.dispatch import STRATEGIES, IStrategy, StickyStrategy
 from client_proxy.inflight import RequestTable
 from client_proxy.presence import (
     IPresenceIndex,
@@ -559,9 +559,17 @@ def fleetDispatch(
     """
     eligible = Undrained(resources, drainShow)
     factory = STRATEGIES[strategy]
+    chosen = factory(eligible, table)
     features = None
     if routeByFeatures:
-        features = FeatureRouting(
-            eligible, lambda members: factory(members, table), CapsDiscovery()
-        )
-    return FleetDispatch(eligible, factory(eligible, table), features)
+        over: Callable[[IResourceSet], IStrategy]
+        if isinstance(chosen, StickyStrategy):
+            # Every eligible set is within the undrained resources: its
+            # choices can be read from their ring, so that a resource
+            # joining or leaving moves one ring, not one per namespace.
+            sticky = chosen
+            over = lambda members: StickyStrategy(members, table, within=sticky)  # noqa: E731
+        else:
+            over = lambda members: factory(members, table)  # noqa: E731
+        features = FeatureRouting(eligible, over, CapsDiscovery())
+    return FleetDispatch(eligible, chosen, features)

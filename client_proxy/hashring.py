@@ -130,6 +130,47 @@ class HashRing:
             return owner
         return self._ownerAfter(c, i, owner)
 
+    def ownerAmong(
+        self, position: int, among: Callable[[str], bool], exclude: str | None = None
+    ) -> str | None:
+        """
+        The owner of C{position} in the ring of the members C{among}
+        accepts, without C{exclude}: the same points, the others' passed
+        over. That is L{owner} of a ring holding just those members, so
+        either may serve a subset of the members, and change places with
+        the other without moving a key.
+
+        A step per point passed over: about n / k steps for k members
+        accepted of n, and a full round (every point) when none is.
+        """
+        maxes = self._maxes
+        if not maxes:
+            return None
+        points, owners, shadowed = self._points, self._owners, self._shadowed
+        c = bisect_left(maxes, position)
+        if c == len(maxes):
+            c, i = 0, 0
+        else:
+            i = bisect_left(points[c], position)
+        start = (c, i)
+        while True:
+            owner = owners[c][i]
+            if owner != exclude and among(owner):
+                # The smallest name of those at its position: of those
+                # accepted, too.
+                return owner
+            if shadowed:
+                others = [
+                    m for m in shadowed.get(points[c][i], ()) if m != exclude and among(m)
+                ]
+                if others:
+                    return min(others)
+            i += 1
+            if i == len(points[c]):
+                c, i = (c + 1) % len(points), 0
+            if (c, i) == start:
+                return None
+
     def _ownerAfter(self, c: int, i: int, exclude: str) -> str | None:
         """
         The first member but C{exclude}, an owner, from point C{i} of chunk

@@ -438,6 +438,47 @@ def test_sticky_moves_about_a_share_to_a_resource_that_joins():
     assert 0.4 < min(shares) and max(shares) < 1.6
 
 
+@given(
+    st.lists(st.sampled_from(NAMES), min_size=1, unique=True),
+    st.lists(
+        st.tuples(st.sampled_from(["join", "leave"]), st.sampled_from(NAMES), st.booleans()),
+        max_size=12,
+    ),
+)
+@settings(deadline=None)
+def test_sticky_within_another_chooses_as_over_its_own_set(subset, changes):
+    """
+    A sticky strategy over a subset, reading its choices from the ring of
+    a sticky strategy over the whole set while the subset is most of it
+    (and from a ring of its own otherwise), chooses as a sticky strategy
+    over the subset alone, whatever joins and leaves either set.
+    """
+    whole, part = online(*NAMES), online(*subset)
+    requests = table()
+    within = StickyStrategy(part, requests, within=StickyStrategy(whole, requests))
+    alone = StickyStrategy(online(*subset), requests)
+    alone_set = alone._set
+
+    def check():
+        for requester in REQUESTERS[:50]:
+            for exclude in (None, *list(part.online())[:2]):
+                assert within.choose(requester, exclude) == alone.choose(requester, exclude)
+
+    check()
+    for change, name, inPart in changes:
+        # The part stays within the whole: it changes only with it.
+        if change == "join":
+            whole.available(name)
+            if inPart:
+                part.available(name)
+                alone_set.available(name)
+        else:
+            part.unavailable(name)
+            alone_set.unavailable(name)
+            whole.unavailable(name)
+        check()
+
+
 # The ring under sticky, against the rule it implements
 
 
@@ -481,3 +522,27 @@ def test_ring_owner_follows_the_rule(changes, position, exclude):
         for p in range(0, 42, 7):
             assert ring.owner(p) == ringModel(points, p, None)
     assert ring.owner(position, exclude) == ringModel(points, position, exclude)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from("abcdefg"), st.sets(st.integers(0, 8), min_size=1, max_size=4)
+    ),
+    st.sets(st.sampled_from("abcdefg")),
+    st.integers(0, 9),
+    st.none() | st.sampled_from("abcdefg"),
+)
+@settings(deadline=None, max_examples=500)
+def test_ring_owner_among_a_subset_is_the_subsets_ring(points, subset, position, exclude):
+    """
+    Passing over the points of the members outside a subset gives the
+    owner the ring of the subset alone would (shared positions included).
+    """
+    ring = HashRing(lambda member: points[member])
+    ring.chunk = 3
+    for member in points:
+        ring.add(member)
+    among = {m: ps for m, ps in points.items() if m in subset}
+    assert ring.ownerAmong(position, subset.__contains__, exclude) == ringModel(
+        among, position, exclude
+    )
