@@ -619,8 +619,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Send a request only to resources that advertise the namespace of "
         "its payload in their entity capabilities (XEP-0115), learned by "
         "disco#info once per ver; resources without caps serve everything. "
-        "A flag on the command line; true or false in the environment and "
-        "in a file.",
+        "A flag on the command line (--no-route-by-features turns it off); "
+        "true or false in the environment and in a file.",
         default=False, defaultText="false", types=BOOLEAN,
     ),
     Setting(

@@ -54,7 +54,11 @@ class Options(usage.Options):
     # None as the default tells an option left out from one given; the
     # defaults are the settings'.
     optParameters = [[s.option, None, None, _help(s)] for s in config.SETTINGS if not s.flag]
-    optFlags = [[s.option, None, _help(s)] for s in config.SETTINGS if s.flag]
+    optFlags = [[s.option, None, _help(s)] for s in config.SETTINGS if s.flag] + [
+        ["no-" + s.option, None, "Turn --%s off, whatever %s says." % (s.option, s.variable)]
+        for s in config.SETTINGS
+        if s.flag
+    ]
 
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         super().__init__()
@@ -82,6 +86,14 @@ class Options(usage.Options):
         Check the configuration: C{self["configuration"]} holds it,
         C{self["proxies"]} and C{self["metrics"]} its parts.
         """
+        for setting in config.SETTINGS:
+            if setting.flag and self["no-" + setting.option]:
+                if self[setting.option]:
+                    raise usage.UsageError(
+                        "--%s and --no-%s together" % (setting.option, setting.option)
+                    )
+                # Given, and false: the environment's value no longer counts.
+                self[setting.option] = False
         loaded = self["configuration"] = self.load()
         self["proxies"] = list(loaded.proxies)
         self["metrics"] = loaded.metrics

@@ -225,7 +225,7 @@ def test_every_setting_in_help():
     usage = Options().getUsage(width=10_000)
     for s in config.SETTINGS:
         written = "--%s " % (s.option,) if s.flag else "--%s=" % (s.option,)
-        line = next(line for line in usage.splitlines() if written in line)
+        line = next(line for line in usage.splitlines() if line.lstrip().startswith(written))
         assert s.variable in line and "default: " + s.describeDefault() in line, line
 
 
@@ -284,6 +284,26 @@ SAMPLES = {
     "logFormat": ("json", '"json"', "json"),
     "config": None,  # in the tests of files
 }
+
+
+@pytest.mark.parametrize(
+    "args, environ, expected",
+    [
+        ([], {}, False),
+        ([], {"CLIENT_PROXY_ROUTE_BY_FEATURES": "true"}, True),
+        (["--no-route-by-features"], {"CLIENT_PROXY_ROUTE_BY_FEATURES": "true"}, False),
+        (["--route-by-features"], {"CLIENT_PROXY_ROUTE_BY_FEATURES": "false"}, True),
+        (["--no-route-by-features"], {}, False),
+    ],
+)
+def test_a_switch_is_turned_either_way_on_the_command_line(args, environ, expected):
+    """
+    The command line wins over the environment for a switch too: each
+    flag has its opposite.
+    """
+    options = parse(["--jid", COMPONENT, "--target", TARGET, "--secret", "s", *args], environ)
+    (proxy,) = options["proxies"]
+    assert proxy.routeByFeatures is expected
 
 
 def test_every_setting_has_a_sample():
@@ -407,6 +427,10 @@ def test_the_command_line_wins_over_the_environment(tmp_path):
          "domain proxy.example.org"),
         (["--jid", COMPONENT, "--colour", "blue"], {},
          "client-proxy: option --colour not recognized (see twistd client-proxy --help)"),
+        (["--jid", COMPONENT, "--target", TARGET, "--secret", "s", "--route-by-features",
+          "--no-route-by-features"], {},
+         "client-proxy: --route-by-features and --no-route-by-features together (see twistd "
+         "client-proxy --help)"),
     ],
 )
 def test_an_error_is_one_line_naming_the_setting_as_given(args, environ, message):
