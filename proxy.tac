@@ -2,7 +2,7 @@
 # variables of docs/options.rst, such as CLIENT_PROXY_JID,
 # CLIENT_PROXY_TARGET and CLIENT_PROXY_SECRET_FILE for one proxy, or
 # CLIENT_PROXY_CONFIG naming a TOML file describing any number of proxies
-# (see contrib/proxy.toml.example). On SIGHUP the configuration is read
+# (twistd client-proxy --example-config prints an example). On SIGHUP the configuration is read
 # again (the files it names; the environment of a running process stays
 # what it was).
 from twisted.application.service import Application

@@ -480,7 +480,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "config", FILE, _nonEmpty, "the configuration file",
         "A TOML file describing one or more proxies, one [[proxy]] table each "
-        "(see contrib/proxy.toml.example): the settings of the proxies then "
+        "(twistd client-proxy --example-config prints one): the settings of the proxies then "
         "come from it alone.",
         defaultText="none",
     ),
@@ -920,7 +920,7 @@ def load(sources: Sequence[Source]) -> ProcessConfig:
 
 
 # Configuration files: `twistd client-proxy --config proxy.toml`, or
-# CLIENT_PROXY_CONFIG. contrib/proxy.toml.example shows the format:
+# CLIENT_PROXY_CONFIG. client_proxy/proxy.toml.example shows the format:
 # top-level keys, then one [[proxy]] table per proxy.
 
 #: The keys of a [[proxy]] table.

@@ -7,8 +7,10 @@ by its C{CLIENT_PROXY_*} variable, the command line winning.
 
 import os
 import platform
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from importlib import resources
 
 import twisted
 from twisted.application.service import IService, MultiService
@@ -75,6 +77,15 @@ class Options(usage.Options):
             "client-proxy %s (Twisted %s, Python %s)"
             % (__version__, twisted.__version__, platform.python_version())
         )
+        raise SystemExit(0)
+
+    def opt_example_config(self) -> None:
+        """
+        Print an example configuration file, which explains every key, and
+        exit (twistd client-proxy --example-config > proxy.toml).
+        """
+        example = resources.files("client_proxy").joinpath("proxy.toml.example")
+        sys.stdout.write(example.read_text(encoding="utf-8"))
         raise SystemExit(0)
 
     def parseOptions(self, options: list[str] | None = None) -> None:

@@ -247,7 +247,7 @@ def test_the_docs_hold_the_reference():
 
 
 def test_every_file_setting_in_the_example():
-    example = (ROOT / "contrib" / "proxy.toml.example").read_text()
+    example = (ROOT / "client_proxy" / "proxy.toml.example").read_text()
     keys = {line.lstrip("# ").split(" = ")[0] for line in example.splitlines() if " = " in line}
     assert {s.key for s in config.SETTINGS if s.inFile} <= keys
 

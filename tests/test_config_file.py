@@ -104,8 +104,8 @@ def test_top_level_secret_file_and_override(write, tmp_path):
 
 
 def test_the_example_file(tmp_path):
-    """contrib/proxy.toml.example is valid, once its secret files exist."""
-    text = (ROOT / "contrib" / "proxy.toml.example").read_text()
+    """The example file is valid, once its secret files exist."""
+    text = (ROOT / "client_proxy" / "proxy.toml.example").read_text()
     text = text.replace("/etc/client-proxy/", "")
     for name in ("proxy.example.org.secret", "search.example.org.secret"):
         (tmp_path / name).write_text("x\n")

@@ -30,6 +30,17 @@ def test_one_version():
     assert output.startswith("client-proxy %s (Twisted " % (client_proxy.__version__,)), output
 
 
+def test_the_installed_package_prints_the_example_configuration():
+    """
+    A wheel carries no contrib/: the example configuration file (checked
+    in test_config_file) is package data, which twistd client-proxy
+    --example-config prints.
+    """
+    code, output = run_twistd(["client-proxy", "--example-config"])
+    assert code == 0, output
+    assert output == (ROOT / "client_proxy" / "proxy.toml.example").read_text()
+
+
 def test_the_licence():
     assert (ROOT / "LICENSE").read_text().startswith(
         "MIT License\n\nCopyright (c) 2026 the client-proxy authors\n"
