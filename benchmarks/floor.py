@@ -17,7 +17,6 @@ does.
   python benchmarks/floor.py PORT COMPONENT SECRET RESOURCE
 """
 
-import hashlib
 import re
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ if str(ROOT) not in sys.path:
 
 from twisted.internet import protocol, reactor  # noqa: E402
 from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: E402
+from twisted.words.protocols.jabber import xmlstream  # noqa: E402
 
 from client_proxy.fastpath import StanzaSplitter, iqBytes  # noqa: E402
 
@@ -60,8 +60,7 @@ class Floor(protocol.Protocol):
         # comes by this way.
         header = _STREAM_ID.search(data) if b"<stream:stream" in data else None
         if header is not None:
-            stream = header.group(1).decode()
-            digest = hashlib.sha1((stream + self.secret).encode()).hexdigest()
+            digest = xmlstream.hashPassword(header.group(1).decode(), self.secret)
             self.transport.write(b"<handshake>%s</handshake>" % digest.encode())
         elif b"<handshake" in data:
             print("ready", flush=True)

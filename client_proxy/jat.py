@@ -43,14 +43,14 @@ def domain(address: str) -> str:
     """
     The domainpart of C{address}.
     """
-    return address.partition("/")[0].rpartition("@")[2]
+    return bare(address).rpartition("@")[2]
 
 
 def bareAndDomain(address: str) -> tuple[str, str]:
     """
     The bare JID of C{address} and its domainpart, read once.
     """
-    jid = address.partition("/")[0]
+    jid = bare(address)
     return jid, jid.rpartition("@")[2]
 
 

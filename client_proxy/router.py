@@ -260,19 +260,14 @@ class IQRouter(RoutingHandler):
                 stanzaID, addressedTo, requester, "service-unavailable", "cancel", text
             )
             return
-        request: Request
-        if iq["type"] == "get":
-            request = ForwardedGet(
-                stanza=stanza,
-                requester=requester,
-                stanzaID=stanzaID,
-                to=addressedTo,
-                resource=resource,
-            )
-        else:
-            request = ForwardedSet(
-                requester=requester, stanzaID=stanzaID, to=addressedTo, resource=resource
-            )
+        addresses = dict(
+            requester=requester, stanzaID=stanzaID, to=addressedTo, resource=resource
+        )
+        request = (
+            ForwardedGet(stanza=stanza, **addresses)
+            if iq["type"] == "get"
+            else ForwardedSet(**addresses)
+        )
         try:
             self.table.add(request, now=self.clock.seconds())
         except Refused as e:
